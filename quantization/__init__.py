@@ -1,0 +1,2 @@
+"""quantization package of oneshot-nas."""
+import nas  # noqa: F401  (clear error when MXNet is missing)

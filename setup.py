@@ -1,0 +1,36 @@
+"""oneshot-nas: SPOS neural architecture search, model zoo and deployment tools on MXNet/Gluon."""
+from setuptools import setup
+
+# MXNet 1.9.1 imports on Python 3.11 only with numpy < 1.24; every pin below protects that.
+INSTALL_REQUIRES = [
+    'numpy==1.23.5',
+    'scipy>=1.10,<1.12',
+    'gluoncv==0.10.5.post0',
+    'onnx==1.17.0',
+    'onnxruntime==1.20.1',
+    'opencv-python-headless>=4.8,<4.11',
+    'scikit-learn==1.7.2',
+    'click>=8.2,<9',
+    'tqdm>=4.60',
+    'matplotlib>=3.7,<3.11',
+    'Pillow>=9',
+]
+
+setup(
+    name='oneshot-nas',
+    version='0.1.0',
+    description='Single Path One-Shot NAS on MXNet/Gluon: model zoo, search, ONNX/INT8 export',
+    long_description=open('README.md').read(),
+    long_description_content_type='text/markdown',
+    python_requires='>=3.9,<3.12',
+    packages=['nas', 'zoo', 'export', 'quantization', 'profiling'],
+    install_requires=INSTALL_REQUIRES,
+    extras_require={
+        'cpu': ['mxnet==1.9.1'],
+        'gpu': ['mxnet-cu112==1.9.1'],
+        'test': ['pytest>=7'],
+    },
+    entry_points={'console_scripts': [
+        'nas-zoo=zoo.cli:main',
+    ]},
+)

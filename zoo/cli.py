@@ -1,0 +1,83 @@
+"""``nas-zoo``: list, inspect, import and register zoo models."""
+import json
+
+import click
+
+from nas._cli import handle_errors
+from nas.space import Arch
+from . import registry, store
+
+
+@click.group()
+def main():
+    """Browse the oneshot-nas model zoo and manage its weight store."""
+
+
+def _root_option(func):
+    return click.option('--root', default=None,
+                        help='Model store directory (default $MXNET_HOME/models).')(func)
+
+
+@main.command('list')
+@click.argument('pattern', required=False)
+@click.option('--json', 'as_json', is_flag=True, help='Print JSON.')
+@_root_option
+@handle_errors
+def list_command(pattern, as_json, root):
+    """List models, optionally filtered by a wildcard PATTERN (e.g. 'oneshot*')."""
+    names = registry.list_models(pattern, root=root)
+    if as_json:
+        click.echo(json.dumps([registry.get_card(n, root).to_dict() for n in names], indent=2))
+        return
+    for name in names:
+        card = registry.get_card(name, root)
+        click.echo('%-20s %-8s %s' % (name, card.source, card.description))
+
+
+@main.command('info')
+@click.argument('name')
+@click.option('--json', 'as_json', is_flag=True, help='Print JSON.')
+@_root_option
+@handle_errors
+def info_command(name, as_json, root):
+    """Show the model card of NAME: choices, flags, FLOPs, params, published accuracy."""
+    info = registry.model_info(name, root=root)
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    for key, value in info.items():
+        click.echo('%-24s %s' % (key, value))
+
+
+@main.command('import')
+@click.argument('name')
+@click.argument('file', type=click.Path(dir_okay=False))
+@_root_option
+@handle_errors
+def import_command(name, file, root):
+    """Check FILE against the architecture of NAME and add it to the weight store."""
+    path = registry.import_weights(name, file, root=root)
+    click.echo('stored %s (sha1 %s)' % (path, store.sha1_of(path)))
+
+
+@main.command('register')
+@click.argument('name')
+@click.argument('arch_file', type=click.Path(dir_okay=False))
+@click.option('--description', default='', help='One line about the model.')
+@click.option('--overwrite', is_flag=True, help='Replace an existing user model.')
+@_root_option
+@handle_errors
+def register_command(name, arch_file, description, overwrite, root):
+    """Register the architecture JSON ARCH_FILE as user model NAME."""
+    path = registry.register_model(name, Arch.load(arch_file), root=root,
+                                   description=description, overwrite=overwrite)
+    click.echo('registered %s -> %s' % (name, path))
+
+
+@main.command('purge')
+@_root_option
+@handle_errors
+def purge_command(root):
+    """Delete every stored weight file and the manifest."""
+    store.purge(root)
+    click.echo('purged %s' % (root or store.default_root()))

@@ -1,0 +1,181 @@
+"""The checksum-verified weight store (gluoncv conventions).
+
+Files live under ``root`` (default ``$MXNET_HOME/models``, i.e. ``~/.mxnet/models``) as
+``{name}-{sha1[:8]}.params``; ``manifest.json`` beside them records the full sha1 of each stored
+file. Published ImageNet weights cannot be downloaded here, so the only way in is ``import_weights``
+(``zoo.import_weights``, ``nas-zoo import``), which checks every tensor's shape against the architecture first.
+Weight files are read with ``mx.nd.load`` (a plain tensor format): nothing in them is executed.
+"""
+import hashlib
+import json
+import logging
+import os
+import tempfile
+
+import mxnet as mx
+
+from nas.errors import WeightsError
+
+__all__ = ['default_root', 'get_model_file', 'store_weights', 'load_params_checked',
+           'save_params_atomic', 'purge', 'sha1_of', 'MANIFEST']
+
+log = logging.getLogger(__name__)
+MANIFEST = 'manifest.json'
+
+
+def default_root():
+    home = os.environ.get('MXNET_HOME', os.path.join(os.path.expanduser('~'), '.mxnet'))
+    return os.path.join(home, 'models')
+
+
+def sha1_of(path):
+    digest = hashlib.sha1()
+    with open(path, 'rb') as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b''):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _read_manifest(root):
+    path = os.path.join(root, MANIFEST)
+    if not os.path.exists(path):
+        return {}
+    try:
+        with open(path) as handle:
+            data = json.load(handle)
+    except ValueError as err:
+        raise WeightsError('model store manifest %s is corrupt (%s); run nas-zoo purge and '
+                           're-import the weights' % (path, err)) from err
+    return data if isinstance(data, dict) else {}
+
+
+def _write_json_atomic(path, data):
+    directory = os.path.dirname(path) or '.'
+    fd, tmp = tempfile.mkstemp(prefix='.tmp-', dir=directory)
+    with os.fdopen(fd, 'w') as handle:
+        json.dump(data, handle, indent=2, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def _file_name(name, sha1):
+    return '%s-%s.params' % (name, sha1[:8])
+
+
+def get_model_file(name, root=None):
+    """Path of the verified weight file of ``name``; raises ``WeightsError`` if absent or corrupt."""
+    root = os.path.expanduser(root or default_root())
+    sha1 = _read_manifest(root).get(name)
+    if sha1 is None:
+        raise WeightsError(
+            'no pretrained weights for %r in the model store %s (published weights cannot be '
+            'downloaded here); expected %s listed in %s. Bring your own with: '
+            'nas-zoo import %s FILE.params' % (name, root, _file_name(name, '<sha1>'),
+                                               os.path.join(root, MANIFEST), name))
+    path = os.path.join(root, _file_name(name, sha1))
+    if not os.path.exists(path):
+        raise WeightsError('weights for %r are missing: expected %s; re-import them with '
+                           'nas-zoo import %s FILE.params' % (name, path, name))
+    if sha1_of(path) != sha1:
+        raise WeightsError('sha1 mismatch for %s: the file is corrupt or was modified; delete it '
+                           'or run nas-zoo purge, then re-import' % os.path.basename(path))
+    return path
+
+
+def _load_ndarrays(path):
+    try:
+        loaded = mx.nd.load(path)
+    except (mx.base.MXNetError, OSError, ValueError) as err:
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise WeightsError('cannot read weights file %s: it is truncated or not an MXNet '
+                           '.params file (%s)' % (path, first_line[:200])) from None
+    if not isinstance(loaded, dict) or not loaded:
+        raise WeightsError('weights file %s holds no named parameters' % path)
+    return {k.split(':', 1)[-1]: v for k, v in loaded.items()}  # drop arg:/aux: prefixes
+
+
+def _match_params(net, loaded, path):
+    """Map file tensors to the net's parameters: by name (our files) or, for reference-layout
+    files, in ``collect_params()`` order with a shape check on every tensor (SPEC P1)."""
+    expected = net._collect_params_with_prefix()
+    if set(loaded) == set(expected):
+        pairs = [(name, loaded[name], name) for name in expected]
+    elif len(loaded) == len(expected):
+        pairs = [(name, value, file_name) for (name, _), (file_name, value)
+                 in zip(expected.items(), loaded.items())]
+    else:
+        missing = sorted(set(expected) - set(loaded))
+        raise WeightsError('%s does not fit this architecture: it has %d tensors, the network '
+                           'needs %d (first missing: %s)'
+                           % (path, len(loaded), len(expected), missing[0] if missing else '-'))
+    for name, value, file_name in pairs:
+        shape = expected[name].shape
+        if tuple(value.shape) != tuple(shape):
+            raise WeightsError('parameter %s has shape %s in %s (stored as %s) but the architecture '
+                               'needs %s; the weights belong to another architecture'
+                               % (name, tuple(value.shape), path, file_name, tuple(shape)))
+    return {name: value for name, value, _ in pairs}
+
+
+def load_params_checked(net, path, ctx=None):
+    """Load ``path`` into ``net`` after checking every parameter's name and shape."""
+    params = _match_params(net, _load_ndarrays(path), path)
+    ctx = ctx or mx.cpu()
+    expected = net._collect_params_with_prefix()
+    for name, value in params.items():
+        param = expected[name]
+        if param._data is None:
+            param.initialize(ctx=ctx)
+        param.set_data(value.as_in_context(ctx))
+    return net
+
+
+def save_params_atomic(net, path):
+    """``net.save_parameters`` through a temp file so a crash never leaves half a file."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix='.tmp-', suffix='.params', dir=directory)
+    os.close(fd)
+    try:
+        net.save_parameters(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def store_weights(net, name, path, root=None):
+    """Check ``path`` against ``net`` (the architecture of ``name``), then store it under the
+    sha1-named file and record it in the manifest. Returns the stored path."""
+    root = os.path.expanduser(root or default_root())
+    if not os.path.isfile(path):
+        raise WeightsError('weights file %s does not exist' % path)
+    load_params_checked(net, path)
+    os.makedirs(root, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix='.tmp-', suffix='.params', dir=root)
+    os.close(fd)
+    try:
+        net.save_parameters(tmp)  # canonical names, whatever layout the file had
+        sha1 = sha1_of(tmp)
+        target = os.path.join(root, _file_name(name, sha1))
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    manifest = _read_manifest(root)
+    old = manifest.get(name)
+    if old and old != sha1:
+        old_path = os.path.join(root, _file_name(name, old))
+        if os.path.exists(old_path):
+            os.remove(old_path)
+    manifest[name] = sha1
+    _write_json_atomic(os.path.join(root, MANIFEST), manifest)
+    log.info('stored %s as %s', name, target)
+    return target
+
+
+def purge(root=None):
+    """Remove every stored weight file and the manifest."""
+    root = os.path.expanduser(root or default_root())
+    if os.path.isdir(root):
+        for entry in os.listdir(root):
+            if entry.endswith('.params') or entry == MANIFEST:
+                os.remove(os.path.join(root, entry))
