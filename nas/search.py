@@ -1,0 +1,313 @@
+"""Random and genetic search over a trained supernet under constraints (SPEC §5).
+
+The search itself only sees two callables, ``cost(arch) -> dict`` and ``evaluate(arch) -> top-1``,
+so it is the same loop whatever measures accuracy or cost. Its state (population, every evaluated
+candidate, RNG state) is written after each generation, so ``resume=True`` continues a killed run
+and ends with the same result as an uninterrupted one.
+"""
+import csv
+import json
+import logging
+import os
+import random
+from dataclasses import dataclass, asdict
+from typing import Callable, Dict, List, Optional
+
+from .errors import SearchError
+from .space import Arch, NUM_BLOCKS, NUM_POSITIONS, NUM_SCALES, SearchSpace
+
+__all__ = ['Constraints', 'SearchConfig', 'Candidate', 'CandidateSampler', 'run_search',
+           'pareto_front', 'SPACE_MODES']
+
+log = logging.getLogger(__name__)
+SPACE_MODES = ('block', 'channel', 'joint')
+STATE_FILE = 'search_state.json'
+
+
+@dataclass(frozen=True)
+class Constraints:
+    """Upper limits; None means unconstrained. Costs are plain numbers (FLOPs, params, ms)."""
+    max_flops: Optional[float] = None
+    max_params: Optional[float] = None
+    max_latency_ms: Optional[float] = None
+    max_micronet: Optional[float] = None
+
+    def limits(self):
+        return {'flops': self.max_flops, 'params': self.max_params,
+                'latency_ms': self.max_latency_ms, 'micronet': self.max_micronet}
+
+    def violations(self, costs):
+        """Names of the violated limits for a cost dict."""
+        bad = []
+        for key, limit in self.limits().items():
+            if limit is None:
+                continue
+            if costs.get(key) is None:
+                raise SearchError('constraint on %s set but no %s cost is available (give '
+                                  'a latency table for --max-latency-ms)' % (key, key))
+            if costs[key] > limit:
+                bad.append(key)
+        return bad
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """Search hyper-parameters (defaults: the reference genetic search, SPEC §5.2)."""
+    strategy: str = 'genetic'
+    space: str = 'joint'
+    population: int = 50
+    generations: int = 20
+    elite: int = 10
+    survive_prob: float = 0.1
+    mutation_prob: float = 0.1
+    top_k: int = 3
+    random_iters: int = 100
+    seed: int = 0
+    fixed_blocks: Optional[tuple] = None    # the frozen vector in 'channel' mode
+    fixed_channels: Optional[tuple] = None  # the frozen vector in 'block' mode
+    max_attempts: int = 2000
+
+    def __post_init__(self):
+        if self.strategy not in ('random', 'genetic'):
+            raise SearchError("strategy must be 'random' or 'genetic', got %r" % self.strategy)
+        if self.space not in SPACE_MODES:
+            raise SearchError('search space mode must be one of %s, got %r'
+                              % (', '.join(SPACE_MODES), self.space))
+        for name in ('population', 'generations', 'top_k', 'random_iters'):
+            if getattr(self, name) < 1:
+                raise SearchError('%s must be >= 1, got %r' % (name, getattr(self, name)))
+        if not 0 < self.elite <= self.population:
+            raise SearchError('elite must be in 1..population (%d), got %d'
+                              % (self.population, self.elite))
+
+
+@dataclass
+class Candidate:
+    arch: str
+    costs: Dict[str, float]
+    top1: float
+    generation: int
+    order: int
+
+
+class CandidateSampler:
+    """Draws legal architectures: uniform genes in the searched gene set(s), the others frozen,
+    rejected until every constraint holds, with a bounded number of attempts."""
+
+    def __init__(self, space: SearchSpace, config: SearchConfig, constraints: Constraints,
+                 cost: Callable[[Arch], dict], rng: random.Random):
+        self.space = space
+        self.config = config
+        self.constraints = constraints
+        self.cost = cost
+        self.rng = rng
+        self._cost_cache = {}
+        self.fixed_blocks = tuple(config.fixed_blocks or (0,) * NUM_POSITIONS)
+        self.fixed_channels = tuple(config.fixed_channels or (NUM_SCALES - 1,) * NUM_POSITIONS)
+
+    def costs_of(self, arch):
+        key = str(arch)
+        if key not in self._cost_cache:
+            self._cost_cache[key] = self.cost(arch)
+        return self._cost_cache[key]
+
+    def is_legal(self, arch):
+        return not self.constraints.violations(self.costs_of(arch))
+
+    def make(self, blocks, channels):
+        if self.config.space == 'channel':
+            blocks = self.fixed_blocks
+        if self.config.space == 'block':
+            channels = self.fixed_channels
+        return Arch(tuple(blocks), tuple(channels), self.space)
+
+    def random_arch(self):
+        rng = self.rng
+        return self.make([rng.randrange(NUM_BLOCKS) for _ in range(NUM_POSITIONS)],
+                         [rng.randrange(NUM_SCALES) for _ in range(NUM_POSITIONS)])
+
+    def sample_legal(self):
+        for _ in range(self.config.max_attempts):
+            arch = self.random_arch()
+            if self.is_legal(arch):
+                return arch
+        raise SearchError('no architecture satisfying %s found in %d random draws; the '
+                          'constraints are infeasible or too tight for this space'
+                          % (self._describe_limits(), self.config.max_attempts))
+
+    def child(self, mother, father):
+        """Uniform crossover of two parents, then per-gene mutation (SPEC §5.2)."""
+        rng, p = self.rng, self.config.mutation_prob
+        blocks = [rng.choice(pair) for pair in zip(mother.blocks, father.blocks)]
+        channels = [rng.choice(pair) for pair in zip(mother.channels, father.channels)]
+        blocks = [rng.randrange(NUM_BLOCKS) if rng.random() < p else b for b in blocks]
+        channels = [rng.randrange(NUM_SCALES) if rng.random() < p else c for c in channels]
+        return self.make(blocks, channels)
+
+    def _describe_limits(self):
+        return ', '.join('%s <= %g' % (k, v) for k, v in self.constraints.limits().items()
+                         if v is not None) or 'no limits'
+
+
+def _rng_state_to_json(rng):
+    version, internal, gauss = rng.getstate()
+    return [version, list(internal), gauss]
+
+
+def _rng_state_from_json(rng, state):
+    rng.setstate((state[0], tuple(state[1]), state[2]))
+
+
+class _Run:
+    """Book-keeping shared by both strategies: evaluation cache, history, state file."""
+
+    def __init__(self, config, sampler, evaluate, out_dir, resume):
+        self.config = config
+        self.sampler = sampler
+        self.evaluate = evaluate
+        self.out_dir = out_dir
+        self.history: List[Candidate] = []
+        self._scores: Dict[str, float] = {}
+        self.population: List[str] = []
+        self.generation = 0
+        os.makedirs(out_dir, exist_ok=True)
+        path = os.path.join(out_dir, STATE_FILE)
+        if resume and os.path.exists(path):
+            self._load(path)
+        elif os.path.exists(path) and not resume:
+            raise SearchError('%s already holds a search; pass --resume to continue it or '
+                              'choose another output directory' % out_dir)
+
+    def _load(self, path):
+        with open(path) as handle:
+            state = json.load(handle)
+        if state['config'] != _config_dict(self.config):
+            raise SearchError('the search in %s was started with other settings; resume with '
+                              'the same options or use another output directory' % self.out_dir)
+        self.history = [Candidate(**c) for c in state['history']]
+        self._scores = {c.arch: c.top1 for c in self.history}
+        self.population = state['population']
+        self.generation = state['generation']
+        _rng_state_from_json(self.sampler.rng, state['rng'])
+
+    def save(self):
+        state = {'config': _config_dict(self.config), 'generation': self.generation,
+                 'population': self.population, 'rng': _rng_state_to_json(self.sampler.rng),
+                 'history': [asdict(c) for c in self.history]}
+        _write_json(os.path.join(self.out_dir, STATE_FILE), state)
+
+    def score(self, arch):
+        """Top-1 of ``arch``; each architecture is evaluated once per run."""
+        key = str(arch)
+        if key in self._scores:
+            return self._scores[key]
+        costs = self.sampler.costs_of(arch)
+        assert not self.sampler.constraints.violations(costs), key
+        top1 = float(self.evaluate(arch))
+        self.history.append(Candidate(key, dict(costs), top1, self.generation,
+                                      len(self.history)))
+        self._scores[key] = top1
+        return top1
+
+
+def _config_dict(config):
+    data = asdict(config)
+    for key in ('fixed_blocks', 'fixed_channels'):
+        data[key] = list(data[key]) if data[key] is not None else None
+    return data
+
+
+def _write_json(path, data):
+    tmp = '%s.tmp-%d' % (path, os.getpid())
+    with open(tmp, 'w') as handle:
+        json.dump(data, handle, indent=1)
+    os.replace(tmp, path)
+
+
+def _random_search(run, progress):
+    while run.generation < run.config.random_iters:
+        run.score(run.sampler.sample_legal())
+        run.generation += 1
+        run.save()
+        progress(1)
+
+
+def _genetic_search(run, progress):
+    config, sampler, rng = run.config, run.sampler, run.sampler.rng
+    if not run.population:
+        while len(run.population) < config.population:
+            arch = sampler.sample_legal()
+            if str(arch) not in run.population:
+                run.population.append(str(arch))
+        run.save()
+    space = sampler.space
+    while run.generation < config.generations:
+        ranked = sorted(run.population, key=lambda a: -run.score(Arch.parse(a, space)))
+        parents = ranked[:config.elite] + [a for a in ranked[config.elite:]
+                                           if rng.random() < config.survive_prob]
+        population = list(parents)
+        attempts = 0
+        while len(population) < config.population:
+            attempts += 1
+            if len(parents) < 2 or attempts > config.max_attempts:
+                arch = sampler.sample_legal()  # refill when breeding keeps producing illegal kids
+            else:
+                mother, father = rng.sample(parents, 2)
+                arch = sampler.child(Arch.parse(mother, space), Arch.parse(father, space))
+                if not sampler.is_legal(arch):
+                    continue
+            if str(arch) not in population:
+                population.append(str(arch))
+        run.population = population
+        run.generation += 1
+        for arch in population:  # evaluate the new generation before saving it
+            run.score(Arch.parse(arch, space))
+        run.save()
+        progress(1)
+
+
+def run_search(space, config, constraints, cost, evaluate, out_dir, resume=False,
+               progress=None):
+    """Run the configured search; returns the top-k candidates (best first).
+
+    ``cost(arch)`` returns a dict with at least ``flops`` and ``params`` (and ``latency_ms`` /
+    ``micronet`` when those are constrained); ``evaluate(arch)`` returns top-1 in [0, 1].
+    Writes ``search_state.json`` after each step, and ``candidates.csv``/``.json`` and
+    ``topk.json`` at the end.
+    """
+    rng = random.Random(config.seed)
+    sampler = CandidateSampler(space, config, constraints, cost, rng)
+    run = _Run(config, sampler, evaluate, out_dir, resume)
+    progress = progress or (lambda n: None)
+    if config.strategy == 'random':
+        _random_search(run, progress)
+    else:
+        _genetic_search(run, progress)
+    top = sorted(run.history, key=lambda c: (-c.top1, c.order))[:config.top_k]
+    _write_results(out_dir, run.history, top)
+    return top
+
+
+def _write_results(out_dir, history, top):
+    keys = sorted({k for c in history for k in c.costs})
+    tmp = os.path.join(out_dir, '.candidates.csv.tmp')
+    with open(tmp, 'w', newline='') as handle:
+        writer = csv.writer(handle)
+        writer.writerow(['order', 'generation', 'arch', 'top1'] + keys)
+        for c in history:
+            writer.writerow([c.order, c.generation, c.arch, '%.6f' % c.top1]
+                            + [c.costs.get(k) for k in keys])
+    os.replace(tmp, os.path.join(out_dir, 'candidates.csv'))
+    _write_json(os.path.join(out_dir, 'candidates.json'), [asdict(c) for c in history])
+    _write_json(os.path.join(out_dir, 'topk.json'), [asdict(c) for c in top])
+
+
+def pareto_front(candidates, cost_key):
+    """Candidates not dominated in (higher top-1, lower cost), sorted by cost."""
+    ordered = sorted(candidates, key=lambda c: (c.costs[cost_key], -c.top1))
+    front, best = [], -1.0
+    for cand in ordered:
+        if cand.top1 > best:
+            front.append(cand)
+            best = cand.top1
+    return front
