@@ -1,0 +1,168 @@
+"""Scores against reference models: the Σ normalised score and the MicroNet score (SPEC §6.4).
+
+``normalized_score`` lives in ``nas.counting`` because the search constrains on it (SPEC §5) and
+``nas`` may not import ``profiling``; it is re-exported here. The MicroNet score reads the same
+traced graph as the FLOPs counter, so a network or an ONNX file is scored without model formulas.
+"""
+from dataclasses import dataclass
+from typing import Tuple, Union
+
+from nas.counting import REFERENCE_MODELS, normalized_score, trace_model
+from nas.errors import ProfilingError
+
+__all__ = ['MICRONET_PARAMS', 'MICRONET_OPS', 'MicronetLayer', 'MicronetReport',
+           'micronet_score', 'normalized_score', 'REFERENCE_MODELS']
+
+MICRONET_PARAMS = 6.9e6  # MobileNetV2-1.4 at 32 bit, the MicroNet reference (SPEC §6.4)
+MICRONET_OPS = 1170e6
+
+# (mults, adds) per output element of the elementwise ops (SPEC §6.4)
+_ELEMENTWISE = {'relu': (1, 0), 'clip': (1, 0), 'hard_sigmoid': (2, 1), 'hard_swish': (3, 1),
+                'mul': (1, 0), 'add': (0, 1)}
+# Raw counts fall in classes; a bit scenario is one scale factor per class. Adds and 1-bit masks
+# (already in 32-bit units) always count 1: accumulation stays 32-bit.
+_SCENARIOS = {
+    32: dict(weights=1.0, biases=1.0, dot_mults=1.0, mults=1.0),
+    16: dict(weights=0.5, biases=0.5, dot_mults=0.5, mults=0.5),
+    8: dict(weights=0.25, biases=1.0, dot_mults=0.25, mults=1.0),
+}
+_SCENARIO_TEXT = {
+    32: 'bits 32: every param, mult and add counts 1',
+    16: 'bits 16: params x0.5, mults x0.5, adds x1',
+    8: 'bits 8: conv/FC weights and conv/FC mults x0.25; biases, adds and all non-conv ops x1',
+    'graph': 'bits from the graph: conv/FC weights and biases at their stored width, conv/FC '
+             'mults at the wider of weight and input, other mults at their tensor width, '
+             'adds x1 (32-bit accumulation)',
+}
+_CONVENTIONS = (
+    'score = params / 6.9M + (mults + adds) / 1170M (MobileNetV2-1.4 at 32 bit)',
+    'conv/FC: a dot product of length n = n mults + (n - 1) adds, +1 add with a bias',
+    'BN folded into the preceding conv: +C_out params and +1 add per output (nothing more if '
+    'the conv has a bias); a BN with no conv before it: 2C params, 1 mult + 1 add per element',
+    'global average pool: C mults + (H*W - 1)*C adds; other pooling: (window - 1) adds per '
+    'output, +1 mult if average',
+    'ReLU, ReLU6/clip: 1 mult per element; hard-sigmoid: 2 mults + 1 add; hard-swish: 3 mults '
+    '+ 1 add (x * hard-sigmoid(x) counts the same)',
+    'elementwise or SE multiply, scalar scale: 1 mult per element; add, scalar shift: 1 add per '
+    'element',
+    'split, concat, reshape, dropout, flatten, quantize/dequantize: free',
+)
+_SHUFFLE_TEXT = {
+    False: 'channel shuffle: free',
+    True: 'channel shuffle: a 1x1 conv with a 0/1 permutation matrix, sparse: C nonzero weights '
+          '+ a C*C 1-bit mask, 1 mult per output element',
+}
+
+
+@dataclass(frozen=True)
+class MicronetLayer:
+    """One op's MicroNet counts: effective (after bit scaling, 32-bit units) and raw."""
+    name: str
+    op_type: str
+    params: float
+    mults: float
+    adds: float
+    raw_params: float
+    raw_mults: int
+    raw_adds: int
+
+
+@dataclass(frozen=True)
+class MicronetReport:
+    """MicroNet score; ``bits`` is 32, 16, 8 or 'graph' (widths read from a quantized graph)."""
+    score: float
+    params: float
+    mults: float
+    adds: float
+    raw_params: float
+    raw_mults: int
+    raw_adds: int
+    bits: Union[int, str]
+    conventions: str
+    layers: Tuple[MicronetLayer, ...]
+
+
+def _raw_counts(op, producer, consumers, count_shuffle):
+    """Raw counts of one op by class (SPEC §6.4 per-layer conventions)."""
+    n = op.out_elems
+    if op.kind in ('conv', 'fc'):
+        bias_adds = n if op.bias_params else 0
+        return dict(weights=op.weight_params, biases=op.bias_params, dot_mults=n * op.fan_in,
+                    adds=n * (op.fan_in - 1) + bias_adds)
+    if op.kind == 'bn':
+        if producer is not None and producer.kind in ('conv', 'fc') \
+                and consumers[producer.name] == 1:  # folded into the conv before it
+            return {} if producer.bias_params else dict(biases=op.bias_params, adds=n)
+        return dict(biases=op.weight_params + op.bias_params, mults=n, adds=n)
+    if op.kind == 'pool':
+        return dict(mults=n if op.pool_type == 'avg' else 0, adds=n * (op.window - 1))
+    if op.kind in _ELEMENTWISE:
+        mults, adds = _ELEMENTWISE[op.kind]
+        return dict(mults=mults * n, adds=adds * n)
+    if op.kind == 'shuffle' and count_shuffle:
+        channels = op.shuffle_channels
+        return dict(weights=channels, mask=channels * channels / 32, dot_mults=n)
+    if op.kind in ('shuffle', 'free'):
+        return {}
+    raise ProfilingError('op %s (%s) has no MicroNet counting rule; supported: conv, FC, BN, '
+                         'pooling, ReLU, clip, hard-sigmoid, hard-swish, mul, add and data '
+                         'movement' % (op.name, op.op_type))
+
+
+def _graph_scales(op):
+    """Scale factors of one op from the bit widths its graph declares."""
+    return dict(weights=op.weight_bits / 32, biases=op.bias_bits / 32,
+                dot_mults=max(op.weight_bits, op.act_bits) / 32, mults=op.act_bits / 32)
+
+
+def micronet_score(net_or_onnx, input_shape=None, bits=None, count_shuffle=False):
+    """MicroNet score (SPEC §6.4) of a HybridBlock or an ONNX model.
+
+    ``bits`` 32, 16 or 8 picks a scenario; None scores a quantized or float16 graph at the widths
+    it declares and an unquantized one at 16 bit (the MicroNet "freebie").
+    """
+    ops = trace_model(net_or_onnx, input_shape)
+    declares_bits = any(32 != op.weight_bits or 32 != op.act_bits or 32 != op.bias_bits
+                        for op in ops)
+    freebie = bits is None and not declares_bits
+    if bits is None:
+        bits = 'graph' if declares_bits else 16
+    elif bits not in _SCENARIOS:
+        raise ProfilingError('bits must be 32, 16 or 8, got %r' % (bits,))
+    elif declares_bits:
+        raise ProfilingError('the model declares its own bit widths (quantized or float16); '
+                             'leave bits unset to score it from the graph')
+    by_name = {op.name: op for op in ops}
+    consumers = {}
+    for op in ops:
+        for name in op.inputs:
+            consumers[name] = consumers.get(name, 0) + 1
+    layers = []
+    for op in ops:
+        raw = _raw_counts(op, by_name.get(op.inputs[0]) if op.inputs else None, consumers,
+                          count_shuffle)
+        if not any(raw.values()):
+            continue
+        scale = _graph_scales(op) if bits == 'graph' else _SCENARIOS[bits]
+        scale = dict(scale, adds=1.0, mask=1.0)
+        get = raw.get
+        layers.append(MicronetLayer(
+            op.name, op.op_type,
+            params=sum(get(k, 0) * scale[k] for k in ('weights', 'biases', 'mask')),
+            mults=sum(get(k, 0) * scale[k] for k in ('dot_mults', 'mults')),
+            adds=get('adds', 0),
+            raw_params=get('weights', 0) + get('biases', 0) + get('mask', 0),
+            raw_mults=get('dot_mults', 0) + get('mults', 0), raw_adds=get('adds', 0)))
+    params = sum(layer.params for layer in layers)
+    mults = sum(layer.mults for layer in layers)
+    adds = sum(layer.adds for layer in layers)
+    scenario = _SCENARIO_TEXT[bits] + (' (unquantized model: the 16-bit freebie)'
+                                       if freebie else '')
+    conventions = '\n'.join(_CONVENTIONS + (_SHUFFLE_TEXT[bool(count_shuffle)], scenario))
+    return MicronetReport(
+        score=params / MICRONET_PARAMS + (mults + adds) / MICRONET_OPS,
+        params=params, mults=mults, adds=adds,
+        raw_params=sum(layer.raw_params for layer in layers),
+        raw_mults=sum(layer.raw_mults for layer in layers),
+        raw_adds=sum(layer.raw_adds for layer in layers),
+        bits=bits, conventions=conventions, layers=tuple(layers))
