@@ -32,5 +32,6 @@ setup(
     },
     entry_points={'console_scripts': [
         'nas-zoo=zoo.cli:main',
+        'nas-score=profiling.score_cli:main',
     ]},
 )

@@ -209,9 +209,14 @@ def resolve_model(model, classes=None, input_size=None, root=None, ctx=mx.cpu())
 
 def _gluoncv_model(name, classes, ctx):
     from gluoncv.model_zoo import get_model_list, get_model as gluoncv_get
-    if name.lower() not in get_model_list():
-        return None
+    from gluoncv.model_zoo.mobilenet import get_mobilenet_v2
     kwargs = {'classes': classes} if classes else {}
-    net = gluoncv_get(name, pretrained=False, **kwargs)
+    name = name.lower()
+    if name == 'mobilenetv2_1.4':  # the MicroNet reference model; not in gluoncv's name list
+        net = get_mobilenet_v2(1.4, **kwargs)
+    elif name in get_model_list():
+        net = gluoncv_get(name, pretrained=False, **kwargs)
+    else:
+        return None
     net.initialize(ctx=ctx)
     return net
