@@ -4,7 +4,6 @@ Files live under ``root`` (default ``$MXNET_HOME/models``, i.e. ``~/.mxnet/model
 ``{name}-{sha1[:8]}.params``; ``manifest.json`` beside them records the full sha1 of each stored
 file. Published ImageNet weights cannot be downloaded here, so the only way in is ``import_weights``
 (``zoo.import_weights``, ``nas-zoo import``), which checks every tensor's shape against the architecture first.
-Weight files are read with ``mx.nd.load`` (a plain tensor format): nothing in them is executed.
 """
 import hashlib
 import json
@@ -12,9 +11,9 @@ import logging
 import os
 import tempfile
 
-import mxnet as mx
 
 from nas.errors import WeightsError
+from nas.params_io import load_params_checked, save_params_atomic  # noqa: F401 (re-export)
 
 __all__ = ['default_root', 'get_model_file', 'store_weights', 'load_params_checked',
            'save_params_atomic', 'purge', 'sha1_of', 'MANIFEST']
@@ -79,67 +78,6 @@ def get_model_file(name, root=None):
         raise WeightsError('sha1 mismatch for %s: the file is corrupt or was modified; delete it '
                            'or run nas-zoo purge, then re-import' % os.path.basename(path))
     return path
-
-
-def _load_ndarrays(path):
-    try:
-        loaded = mx.nd.load(path)
-    except (mx.base.MXNetError, OSError, ValueError) as err:
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise WeightsError('cannot read weights file %s: it is truncated or not an MXNet '
-                           '.params file (%s)' % (path, first_line[:200])) from None
-    if not isinstance(loaded, dict) or not loaded:
-        raise WeightsError('weights file %s holds no named parameters' % path)
-    return {k.split(':', 1)[-1]: v for k, v in loaded.items()}  # drop arg:/aux: prefixes
-
-
-def _match_params(net, loaded, path):
-    """Map file tensors to the net's parameters: by name (our files) or, for reference-layout
-    files, in ``collect_params()`` order with a shape check on every tensor (SPEC P1)."""
-    expected = net._collect_params_with_prefix()
-    if set(loaded) == set(expected):
-        pairs = [(name, loaded[name], name) for name in expected]
-    elif len(loaded) == len(expected):
-        pairs = [(name, value, file_name) for (name, _), (file_name, value)
-                 in zip(expected.items(), loaded.items())]
-    else:
-        missing = sorted(set(expected) - set(loaded))
-        raise WeightsError('%s does not fit this architecture: it has %d tensors, the network '
-                           'needs %d (first missing: %s)'
-                           % (path, len(loaded), len(expected), missing[0] if missing else '-'))
-    for name, value, file_name in pairs:
-        shape = expected[name].shape
-        if tuple(value.shape) != tuple(shape):
-            raise WeightsError('parameter %s has shape %s in %s (stored as %s) but the architecture '
-                               'needs %s; the weights belong to another architecture'
-                               % (name, tuple(value.shape), path, file_name, tuple(shape)))
-    return {name: value for name, value, _ in pairs}
-
-
-def load_params_checked(net, path, ctx=None):
-    """Load ``path`` into ``net`` after checking every parameter's name and shape."""
-    params = _match_params(net, _load_ndarrays(path), path)
-    ctx = ctx or mx.cpu()
-    expected = net._collect_params_with_prefix()
-    for name, value in params.items():
-        param = expected[name]
-        if param._data is None:
-            param.initialize(ctx=ctx)
-        param.set_data(value.as_in_context(ctx))
-    return net
-
-
-def save_params_atomic(net, path):
-    """``net.save_parameters`` through a temp file so a crash never leaves half a file."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix='.tmp-', suffix='.params', dir=directory)
-    os.close(fd)
-    try:
-        net.save_parameters(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def store_weights(net, name, path, root=None):
