@@ -33,5 +33,7 @@ setup(
     entry_points={'console_scripts': [
         'nas-zoo=zoo.cli:main',
         'nas-score=profiling.score_cli:main',
+        'nas-train=nas.train_cli:main',
+        'nas-search=nas.search_cli:main',
     ]},
 )

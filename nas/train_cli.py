@@ -1,0 +1,223 @@
+"""``nas-train``: train a supernet or a fixed subnet (SPEC §3) on digits, images or a .rec."""
+import logging
+import re
+
+import click
+import mxnet as mx
+
+from ._cli import handle_errors
+from .data import open_dataset
+from .errors import TrainingError
+from .sampler import CostBox, MODES, SAMPLERS, make_sampler
+from .schedule import ChannelSchedule
+from .space import Arch, LAYOUTS, SearchSpace
+from .train import KVSTORES, TrainConfig, train_subnet, train_supernet
+
+__all__ = ['main']
+
+_SUFFIX = {'': 1.0, 'K': 1e3, 'M': 1e6, 'G': 1e9}
+
+
+@click.group()
+def main():
+    """Train SPOS supernets and subnets; every run is resumable (--resume)."""
+    logging.basicConfig(format='%(levelname)s %(name)s: %(message)s')
+    logging.getLogger('nas').setLevel(logging.INFO)
+
+
+def _parse_count(value, what):
+    """'300M' -> 3e8 (suffixes K, M, G); None stays None."""
+    if value is None:
+        return None
+    match = re.match(r'^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([kKmMgG]?)\s*$', str(value))
+    if not match:
+        raise TrainingError('cannot read %s limit %r; write e.g. 300M or 3.5M' % (what, value))
+    return float(match.group(1)) * _SUFFIX[match.group(2).upper()]
+
+
+def _parse_contexts(ctx, gpus):
+    """``--ctx cpu(0),cpu(1)`` or ``--gpus 0,1`` -> list of mx.Context."""
+    if ctx and gpus:
+        raise TrainingError('give either --ctx or --gpus, not both')
+    if gpus:
+        try:
+            return [mx.gpu(int(g)) for g in gpus.split(',')]
+        except ValueError:
+            raise TrainingError('cannot read --gpus %r; write e.g. 0,1' % gpus) from None
+    if not ctx:
+        return [mx.cpu()]
+    contexts = []
+    for item in re.split(r',\s*(?=[a-z])', ctx.strip()):
+        match = re.match(r'^(cpu|gpu)\((\d+)\)$', item.strip())
+        if not match:
+            raise TrainingError('cannot read context %r; write e.g. cpu(0),cpu(1) or gpu(0)'
+                                % item)
+        contexts.append(getattr(mx, match.group(1))(int(match.group(2))))
+    return contexts
+
+
+def _digits(value, what):
+    if value is None:
+        return None
+    if not re.match(r'^\d{20}$', value):
+        raise TrainingError('%s must be 20 digits, got %r' % (what, value))
+    return tuple(int(c) for c in value)
+
+
+def _datasets(data, input_size, seed):
+    input_size = input_size or (32 if data == 'digits' else 224)
+    train_set = open_dataset(data, 'train', input_size, seed)
+    val_set = open_dataset(data, 'val', input_size, seed)
+    return train_set, val_set, input_size
+
+
+def _path_cost(space):
+    """(flops, params) of a path: the space's lookup table (SPEC §6.2, built once and cached)."""
+    from .lookup_table import LookupTable
+    return LookupTable.load_or_build(space).cost
+
+
+def _common(func):
+    options = [
+        click.option('--data', default='digits', show_default=True,
+                     help="'digits' (embedded), an image folder or an im2rec .rec file."),
+        click.option('--input-size', type=int, default=None,
+                     help='Input size, a multiple of 32 [32 for digits, else 224].'),
+        click.option('--epochs', type=int, default=None, help='Epochs [recipe default].'),
+        click.option('--batch-size', type=int, default=64, show_default=True,
+                     help='Images per step on this worker, split over its devices.'),
+        click.option('--lr', type=float, default=None, help='Peak learning rate [recipe].'),
+        click.option('--wd', type=float, default=None, help='Weight decay [recipe].'),
+        click.option('--warmup-epochs', type=float, default=5.0, show_default=True,
+                     help='Linear LR warm-up before the cosine decay.'),
+        click.option('--label-smoothing', type=float, default=0.1, show_default=True),
+        click.option('--seed', type=int, default=0, show_default=True),
+        click.option('--ctx', default=None, help='Devices, e.g. cpu(0),cpu(1).'),
+        click.option('--gpus', default=None, help='GPU ids, e.g. 0,1.'),
+        click.option('--kvstore', type=click.Choice(KVSTORES), default='local',
+                     show_default=True, help='dist_* for multi-machine (DMLC environment).'),
+        click.option('--checkpoint-every', type=int, default=0, show_default=True,
+                     help='Also checkpoint every N steps (0: only at epoch ends).'),
+        click.option('--keep', type=int, default=3, show_default=True,
+                     help='Checkpoints to keep.'),
+        click.option('--data-workers', type=int, default=0, show_default=True,
+                     help='Data-loading worker processes.'),
+        click.option('-o', '--output', 'run_dir', required=True, type=click.Path(),
+                     help='Run directory (checkpoints, metrics, curve, weights).'),
+        click.option('--resume', is_flag=True, help='Continue from the last checkpoint.'),
+        click.option('--progress/--no-progress', default=True, show_default=True,
+                     help='Progress bar per epoch on stderr.'),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _config(opts, recipe):
+    lr = opts['lr'] if opts['lr'] is not None else recipe['lr'](opts['batch_size'])
+    return TrainConfig(
+        epochs=opts['epochs'] or recipe['epochs'], batch_size=opts['batch_size'], lr=lr,
+        wd=recipe['wd'] if opts['wd'] is None else opts['wd'],
+        warmup_epochs=opts['warmup_epochs'], label_smoothing=opts['label_smoothing'],
+        seed=opts['seed'], checkpoint_every=opts['checkpoint_every'],
+        keep_checkpoints=opts['keep'], data_workers=opts['data_workers'],
+        **{k: opts[k] for k in ('val_paths', 'recal_images') if k in opts})
+
+
+def _report(result, weights):
+    last = result.epochs[-1] if result.epochs else {}
+    val = last.get('val_top1')
+    click.echo('trained %d steps (%d epochs): loss %.4f, val top-1 %s' % (
+        result.steps, len(result.epochs), last.get('loss', float('nan')),
+        'n/a' if val is None else '%.2f%%' % (100 * val)))
+    if result.skipped_images:
+        click.echo('skipped %d unreadable image(s)' % result.skipped_images)
+    if result.rank == 0:
+        click.echo('weights: %s' % weights)
+
+
+# SPEC §3.2 (LR 1.3 at batch 1024, scaled linearly) and §3.3.
+_SUBNET_RECIPE = {'epochs': 360, 'wd': 3e-5, 'lr': lambda batch: 1.3 * batch / 1024}
+_SUPERNET_RECIPE = {'epochs': 120, 'wd': 4e-5, 'lr': lambda batch: 0.65}
+
+
+@main.command('subnet')
+@click.option('--arch', required=True,
+              help='A zoo name or an architecture JSON (e.g. written by nas-search).')
+@_common
+@handle_errors
+def subnet_command(arch, **opts):
+    """Train a fixed subnet from scratch; writes RUN_DIR/model.params and arch.json."""
+    train_set, val_set, input_size = _datasets(opts['data'], opts['input_size'], opts['seed'])
+    arch = _resolve_arch(arch).with_space(classes=len(train_set.classes), input_size=input_size)
+    result = train_subnet(arch, train_set, val_set, opts['run_dir'],
+                          _config(opts, _SUBNET_RECIPE),
+                          ctx=_parse_contexts(opts['ctx'], opts['gpus']), kvstore=opts['kvstore'],
+                          resume=opts['resume'], progress=opts['progress'])
+    _report(result, '%s/model.params' % opts['run_dir'])
+
+
+def _resolve_arch(text):
+    if text.endswith('.json'):
+        return Arch.load(text)
+    from zoo import get_card
+    card = get_card(text)
+    if card.arch is None:
+        raise TrainingError('%s is a supernet; train it with nas-train supernet' % text)
+    return card.arch
+
+
+@main.command('supernet')
+@click.option('--mode', type=click.Choice(MODES), default='joint', show_default=True,
+              help='Sample blocks, channels or both.')
+@click.option('--sampler', 'sampler_kind', type=click.Choice(sorted(SAMPLERS)),
+              default='uniform', show_default=True)
+@click.option('--max-flops', default=None, help='e.g. 330M (constrained/strolling).')
+@click.option('--min-flops', default=None, help='e.g. 190M.')
+@click.option('--max-params', default=None, help='e.g. 5.0M.')
+@click.option('--min-params', default=None, help='e.g. 2.8M.')
+@click.option('--fixed-blocks', default=None, help='20 block digits (channel mode).')
+@click.option('--fixed-channels', default=None, help='20 scale digits (block mode) [all 9].')
+@click.option('--epoch-start-cs', type=int, default=0, show_default=True,
+              help='First epoch of channel selection (all channels on before).')
+@click.option('--cs-warmup/--no-cs-warmup', default=False, show_default=True,
+              help='Channel warm-up table of SPEC §3.4 from --epoch-start-cs.')
+@click.option('--ignore-first-two', is_flag=True, help='Never use channel scales 0.2 and 0.4.')
+@click.option('--use-se/--no-se', default=True, show_default=True)
+@click.option('--last-conv-after-pooling/--no-last-conv-after-pooling', default=True,
+              show_default=True)
+@click.option('--layout', type=click.Choice(sorted(LAYOUTS)), default='OneShot',
+              show_default=True)
+@click.option('--val-paths', type=int, default=1, show_default=True,
+              help='Random paths validated per epoch (after BN recalibration).')
+@click.option('--recal-images', type=int, default=20000, show_default=True,
+              help='BN recalibration budget per validated path.')
+@_common
+@handle_errors
+def supernet_command(mode, sampler_kind, max_flops, min_flops, max_params, min_params,
+                     fixed_blocks, fixed_channels, epoch_start_cs, cs_warmup, ignore_first_two,
+                     use_se, last_conv_after_pooling, layout, **opts):
+    """Train the supernet; writes RUN_DIR/supernet.params and space.json."""
+    train_set, val_set, input_size = _datasets(opts['data'], opts['input_size'], opts['seed'])
+    space = SearchSpace(use_se=use_se, last_conv_after_pooling=last_conv_after_pooling,
+                        layout=layout, input_size=input_size, classes=len(train_set.classes))
+    box = CostBox(_parse_count(min_flops, 'FLOPs'), _parse_count(max_flops, 'FLOPs'),
+                  _parse_count(min_params, 'params'), _parse_count(max_params, 'params'))
+    schedule = ChannelSchedule(layout, epoch_start_cs, cs_warmup, ignore_first_two)
+    sampler = make_sampler(sampler_kind, space,
+                           cost=_path_cost(space) if sampler_kind != 'uniform' else None,
+                           box=None if box.is_open and sampler_kind == 'strolling' else box,
+                           mode=mode, schedule=schedule,
+                           fixed_blocks=_digits(fixed_blocks, '--fixed-blocks'),
+                           fixed_channels=_digits(fixed_channels, '--fixed-channels'),
+                           seed=opts['seed'])
+    result = train_supernet(space, train_set, val_set, opts['run_dir'],
+                            _config(opts, _SUPERNET_RECIPE), sampler=sampler,
+                            ctx=_parse_contexts(opts['ctx'], opts['gpus']),
+                            kvstore=opts['kvstore'], resume=opts['resume'],
+                            progress=opts['progress'])
+    _report(result, '%s/supernet.params' % opts['run_dir'])
+
+
+if __name__ == '__main__':
+    main()
