@@ -35,5 +35,6 @@ setup(
         'nas-score=profiling.score_cli:main',
         'nas-train=nas.train_cli:main',
         'nas-search=nas.search_cli:main',
+        'nas-profile=profiling.cli:main',
     ]},
 )

@@ -46,7 +46,12 @@ def _conv_weight_init(in_channels, groups):
 
 
 class ConvBN(HybridBlock):
-    """Conv (no bias) -> BN -> [channel mask] -> [activation]."""
+    """Conv (no bias) -> BN -> [channel mask] -> [activation].
+
+    The mask (a (C,) 0/1 vector, supernet paths only, which run imperatively) multiplies the BN's
+    gamma and beta: masked channels leave the BN as exact zeros with zero gradients, as a mask on
+    the output would give, without the cost of a broadcast multiply and its backward.
+    """
 
     def __init__(self, in_channels, out_channels, kernel, stride=1, groups=1, act=None,
                  **kwargs):
@@ -60,9 +65,13 @@ class ConvBN(HybridBlock):
             self.act = make_activation(act) if act else None
 
     def hybrid_forward(self, F, x, mask=None):
-        x = self.bn(self.conv(x))
-        if mask is not None:
-            x = F.broadcast_mul(x, mask)
+        x = self.conv(x)
+        if mask is None:
+            x = self.bn(x)
+        else:
+            bn, ctx = self.bn, x.context
+            x = F.BatchNorm(x, bn.gamma.data(ctx) * mask, bn.beta.data(ctx) * mask,
+                            bn.running_mean.data(ctx), bn.running_var.data(ctx), **bn._kwargs)
         return self.act(x) if self.act is not None else x
 
 
@@ -127,7 +136,7 @@ class ShuffleUnit(HybridBlock):
     """One searchable unit: [projection branch, main branch] concatenated (SPEC §1.2).
 
     ``mid`` is the unit's physical mid width: the chosen width in a subnet, the stage width in a
-    supernet (which then passes a (1, mid, 1, 1) mask to select the active channels).
+    supernet (which then passes a (mid,) 0/1 mask to select the active channels).
     """
 
     def __init__(self, choice, in_channels, out_channels, mid, stride, act='relu',

@@ -121,7 +121,7 @@ class OneShotNet(HybridBlock):
             row = None
             if mask is not None:
                 width = self.space.position_layout()[position][2]
-                row = mask[position, :width].reshape((1, width, 1, 1))
+                row = mask[position, :width]
             if self.use_all_blocks:
                 outs = [choice_block(x, b, row) for b in range(NUM_BLOCKS)]
                 x = mx.nd.add_n(*outs) / NUM_BLOCKS
