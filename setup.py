@@ -36,5 +36,6 @@ setup(
         'nas-train=nas.train_cli:main',
         'nas-search=nas.search_cli:main',
         'nas-profile=profiling.cli:main',
+        'nas-export=export.cli:main',
     ]},
 )

@@ -3,7 +3,9 @@
 MXNet 1.9.1's ``mx.onnx.export_model`` builds an opset-13 graph but stamps onnx's newest opset and
 lists every weight as a graph input (which stops onnxruntime from folding and fusing). The passes
 below fix both and tidy the graph; each is a function ``ModelProto -> ModelProto`` that leaves its
-argument untouched, and ``graph_passes`` lists them in order, so more can be added.
+argument untouched, and ``graph_passes`` lists them in order, so more can be added. The passes that
+make the graph fast in onnxruntime (channel shuffle as slices, channel padding) live in
+``export.shuffle``.
 """
 import collections
 import dataclasses
@@ -19,7 +21,7 @@ import numpy as np
 from nas.errors import DependencyError, ExportError
 from .mxnet_symbol import staged_files, trace
 
-__all__ = ['SUPPORTED_OPSETS', 'ExportReport', 'export_onnx', 'graph_passes',
+__all__ = ['SUPPORTED_OPSETS', 'ExportReport', 'export_onnx', 'check_opset', 'graph_passes',
            'drop_initializer_inputs', 'convert_opset', 'make_batch_dynamic', 'remove_identity',
            'fold_constants', 'collapse_reshapes', 'fuse_hard_sigmoid', 'fuse_hard_swish',
            'remove_unused']
@@ -47,17 +49,22 @@ class ExportReport:
     checks: tuple
 
 
-def export_onnx(net, path, input_shape, opset=13, dynamic_batch=False, ctx=mx.cpu()):
-    """Write ``net`` as an ONNX file at ``path`` (atomically) and return an ExportReport."""
+def export_onnx(net, path, input_shape, opset=13, dynamic_batch=False, ctx=mx.cpu(),
+                shuffle='slices', channel_block=None):
+    """Write ``net`` as an ONNX file at ``path`` (atomically) and return an ExportReport.
+
+    ``shuffle`` picks the channel shuffle's form (``export.shuffle.SHUFFLE_FORMS``).
+    ``channel_block=16`` pads channel counts with zero-weight channels to multiples of 16, which
+    onnxruntime's blocked layout needs (``nas-export`` does this); the default keeps the graph's
+    weights, and so its FLOPs and parameter counts, equal to the network's.
+    """
     _import_onnx()  # fail before tracing when onnx is missing
-    if opset not in SUPPORTED_OPSETS:
-        raise ExportError('opset %r is not supported; choose one of %d..%d (MXNet 1.9.1 translates '
-                          'to opset 13, onnx converts from there)'
-                          % (opset, SUPPORTED_OPSETS[0], SUPPORTED_OPSETS[-1]))
+    check_opset(opset)
+    passes = graph_passes(opset, dynamic_batch, shuffle, channel_block)  # checks the options
     with staged_files(path) as (temp,):  # first, so that an unwritable path fails fast
         sym, params = trace(net, input_shape, ctx)
         model = _convert(sym, params, input_shape)
-        for graph_pass in graph_passes(opset, dynamic_batch):
+        for graph_pass in passes:
             model = graph_pass(model)
         checks = _check(model)
         data = model.SerializeToString()
@@ -72,13 +79,25 @@ def export_onnx(net, path, input_shape, opset=13, dynamic_batch=False, ctx=mx.cp
                         node_count=len(graph.node), op_counts=op_counts, checks=checks)
 
 
-def graph_passes(opset, dynamic_batch=False):
+def check_opset(opset):
+    """Raise ExportError unless ``opset`` is one ``export_onnx`` can write."""
+    if opset not in SUPPORTED_OPSETS:
+        raise ExportError('opset %r is not supported; choose one of %d..%d (MXNet 1.9.1 translates '
+                          'to opset 13, onnx converts from there)'
+                          % (opset, SUPPORTED_OPSETS[0], SUPPORTED_OPSETS[-1]))
+
+
+def graph_passes(opset, dynamic_batch=False, shuffle='slices', channel_block=None):
     """The post-processing applied by ``export_onnx``, in order."""
+    from .shuffle import pad_channels, shuffle_passes  # imports this module's helpers
     passes = [drop_initializer_inputs, functools.partial(convert_opset, opset=opset)]
     if dynamic_batch:
         passes.append(make_batch_dynamic)
-    return passes + [remove_identity, fold_constants, collapse_reshapes, fuse_hard_sigmoid,
-                     fuse_hard_swish, remove_unused]
+    passes += [remove_identity, fold_constants, collapse_reshapes, fuse_hard_sigmoid,
+               fuse_hard_swish] + shuffle_passes(shuffle)
+    if channel_block and channel_block > 1:
+        passes.append(functools.partial(pad_channels, block=int(channel_block)))
+    return passes + [remove_unused]
 
 
 def _import_onnx():
@@ -408,6 +427,12 @@ def _is_hard_sigmoid(node):
 def remove_unused(model):
     """Drop nodes whose outputs nobody reads and initializers no node reads."""
     model = _copy(model)
+    _prune(model)
+    return model
+
+
+def _prune(model):
+    """``remove_unused`` in place."""
     graph = model.graph
     needed = {v.name for v in graph.output}
     kept = []
@@ -419,4 +444,3 @@ def remove_unused(model):
     inits = [init for init in graph.initializer if init.name in needed]
     del graph.initializer[:]
     graph.initializer.extend(inits)
-    return model

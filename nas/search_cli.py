@@ -28,9 +28,16 @@ def parse_amount(text):
 
 
 def _latency_callables(table_path, runtime, space):
-    from profiling.latency_table import load_latency_table, predict_latency, min_latency
+    """The latency predictor of a table, and the table's floor (cheapest entry everywhere)."""
+    from profiling.latency_table import load_latency_table, predict_latency
+    from profiling.timing import check_runtime
+    check_runtime(runtime)
     table = load_latency_table(table_path, runtime=runtime, space=space)
-    return (lambda arch: predict_latency(table, arch)), min_latency(table)
+    latency = table['latency_ms']
+    floor = latency['input_block'] + latency['output_block'] + sum(
+        min(v for row in position for v in row if v is not None)
+        for position in latency['nas_block'])
+    return (lambda arch: predict_latency(table, arch)), floor
 
 
 def _micronet_callable(space, bits):
