@@ -102,14 +102,20 @@ def main(run_dir, strategy, space_mode, max_flops, max_params, max_latency_ms, l
                           mutation_prob=mutation_prob, top_k=top_k, seed=seed,
                           fixed_blocks=fixed.blocks if fixed else None,
                           fixed_channels=fixed.channels if fixed else None)
-    steps = iterations if strategy == 'random' else generations
-    with tqdm(total=steps, desc='%s search' % strategy, unit='gen' if steps == generations
-              else 'cand') as bar:
+    bars = []
+
+    def start_bar(total):
+        bars.append(tqdm(total=total, desc='%s search' % strategy,
+                         unit='cand' if strategy == 'random' else 'gen'))
+        return bars[0].update
+    try:
         top, summary = search_supernet(
             run_dir, out_dir, config, constraints, data=data, batch_size=batch_size,
             recalib_batches=recalib_batches, val_batches=val_batches, latency=latency,
-            latency_floor=latency_floor, micronet=micronet, resume=resume,
-            progress=bar.update)
+            latency_floor=latency_floor, micronet=micronet, resume=resume, progress=start_bar)
+    finally:
+        for bar in bars:
+            bar.close()
     click.echo('evaluated %d candidates in %.1f s; results in %s'
                % (summary['evaluated'], summary['seconds'], out_dir))
     click.echo('%-4s %-42s %7s %10s %9s %s' % ('rank', 'arch', 'top-1', 'FLOPs', 'params',

@@ -111,7 +111,8 @@ def search_supernet(run_dir, out_dir, config=SearchConfig(), constraints=Constra
                     latency=None, latency_floor=None, micronet=None, resume=False,
                     progress=None, ctx=mx.cpu()):
     """Search the supernet of ``run_dir``; writes candidates, top-k, state and Pareto plots to
-    ``out_dir`` and returns ``(top_k, summary)``."""
+    ``out_dir`` and returns ``(top_k, summary)``. ``progress(total_steps)``, if given, is called
+    once the inputs are checked and returns the per-step ``update(n)`` callback."""
     supernet = load_supernet(run_dir, ctx)
     space = supernet.space
     cost, table = make_cost(space, latency, micronet)
@@ -119,9 +120,11 @@ def search_supernet(run_dir, out_dir, config=SearchConfig(), constraints=Constra
     batches = SearchData(data, space, batch_size, recalib_batches, val_batches,
                          seed=config.seed, ctx=ctx)
     evaluator = PathEvaluator(supernet, batches.recal, batches.val, ctx=ctx)
+    steps = config.random_iters if config.strategy == 'random' else config.generations
+    update = progress(steps) if progress else None  # only once every input has been checked
     start = time.time()
     top = run_search(space, config, constraints, cost, evaluator, out_dir, resume=resume,
-                     progress=progress)
+                     progress=update)
     with open(os.path.join(out_dir, 'candidates.json')) as handle:
         history = [Candidate(**c) for c in json.load(handle)]
     plot_pareto(history, os.path.join(out_dir, 'pareto.png'),

@@ -143,13 +143,16 @@ _SUPERNET_RECIPE = {'epochs': 120, 'wd': 4e-5, 'lr': lambda batch: 0.65}
 
 @main.command('subnet')
 @click.option('--arch', required=True,
-              help='A zoo name or an architecture JSON (e.g. written by nas-search).')
+              help='A zoo name (built-in or user zoo, e.g. registered by nas-search '
+                   '--register) or an architecture JSON.')
+@click.option('--root', default=None, help='Model store / user zoo root.')
 @_common
 @handle_errors
-def subnet_command(arch, **opts):
+def subnet_command(arch, root, **opts):
     """Train a fixed subnet from scratch; writes RUN_DIR/model.params and arch.json."""
     train_set, val_set, input_size = _datasets(opts['data'], opts['input_size'], opts['seed'])
-    arch = _resolve_arch(arch).with_space(classes=len(train_set.classes), input_size=input_size)
+    arch = _resolve_arch(arch, root).with_space(classes=len(train_set.classes),
+                                                input_size=input_size)
     result = train_subnet(arch, train_set, val_set, opts['run_dir'],
                           _config(opts, _SUBNET_RECIPE),
                           ctx=_parse_contexts(opts['ctx'], opts['gpus']), kvstore=opts['kvstore'],
@@ -157,11 +160,11 @@ def subnet_command(arch, **opts):
     _report(result, '%s/model.params' % opts['run_dir'])
 
 
-def _resolve_arch(text):
+def _resolve_arch(text, root=None):
     if text.endswith('.json'):
         return Arch.load(text)
     from zoo import get_card
-    card = get_card(text)
+    card = get_card(text, root)
     if card.arch is None:
         raise TrainingError('%s is a supernet; train it with nas-train supernet' % text)
     return card.arch

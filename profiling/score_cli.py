@@ -33,6 +33,8 @@ def main():
 
 def _model_argument(func):
     func = click.argument('model')(func)
+    func = click.option('--root', default=None,
+                        help='Model store / user zoo root (default $MXNET_HOME/models).')(func)
     return click.option('--input-size', type=int, default=None,
                         help='Input H = W (default: the model\'s own, 224 for gluoncv; needed '
                              'for ONNX files with dynamic spatial dims).')(func)
@@ -42,11 +44,11 @@ def _json_option(func):
     return click.option('--json', 'as_json', is_flag=True, help='Print JSON.')(func)
 
 
-def _load(model, input_size):
+def _load(model, input_size, root=None):
     """(network or ONNX path, input shape or None) for a MODEL argument."""
     if model.lower().endswith('.onnx'):
         return model, (3, input_size, input_size) if input_size else None
-    net, arch = resolve_model(model, input_size=input_size)
+    net, arch = resolve_model(model, input_size=input_size, root=root)
     size = input_size or (arch.space.input_size if arch is not None else _DEFAULT_INPUT_SIZE)
     return net, (3, size, size)
 
@@ -62,9 +64,9 @@ def _shape_text(shape):
 @click.option('--csv', 'csv_path', type=click.Path(dir_okay=False, writable=True),
               default=None, help='Write the per-layer table to this CSV file.')
 @handle_errors
-def flops_command(model, input_size, as_json, per_layer, csv_path):
+def flops_command(model, input_size, root, as_json, per_layer, csv_path):
     """FLOPs (multiply-accumulates + bias and pooling adds) and params of MODEL (SPEC §6.1)."""
-    net, shape = _load(model, input_size)
+    net, shape = _load(model, input_size, root)
     report = count_model(net, shape)
     if csv_path:
         with open(csv_path, 'w', newline='') as handle:
@@ -100,9 +102,9 @@ def flops_command(model, input_size, as_json, per_layer, csv_path):
               help='Comparison model: %s.' % ', '.join(REFERENCE_MODELS))
 @_json_option
 @handle_errors
-def normalized_command(model, input_size, ref, as_json):
+def normalized_command(model, input_size, root, ref, as_json):
     """Σ = FLOPs/F_ref + params/P_ref of MODEL from exact counts (SPEC §6.3)."""
-    net, shape = _load(model, input_size)
+    net, shape = _load(model, input_size, root)
     report = count_model(net, shape)
     score = normalized_score(report.flops, report.params, ref)
     # the seed figures are for the standard 224x224 input
@@ -135,9 +137,9 @@ def normalized_command(model, input_size, ref, as_json):
               help='Count the channel shuffle as the reference did (sparse 1x1 conv).')
 @_json_option
 @handle_errors
-def micronet_command(model, input_size, bits, count_shuffle, as_json):
+def micronet_command(model, input_size, root, bits, count_shuffle, as_json):
     """MicroNet challenge score of MODEL: params/6.9M + (mults + adds)/1170M (SPEC §6.4)."""
-    net, shape = _load(model, input_size)
+    net, shape = _load(model, input_size, root)
 
     def score(scenario):
         return micronet_score(net, shape, bits=scenario, count_shuffle=count_shuffle)

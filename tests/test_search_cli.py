@@ -1,0 +1,115 @@
+"""nas-search on a supernet really trained on the embedded digits, and the winner's way into the
+zoo: register -> train -> pretrained=True -> nas-export -> nas-score."""
+import json
+import os
+
+import mxnet as mx
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from nas.data import open_dataset
+from nas.sampler import UniformSampler
+from nas.search_cli import main as search_cli
+from nas.space import SearchSpace
+from nas.train import TrainConfig, train_supernet
+
+pytestmark = pytest.mark.slow
+SPACE = SearchSpace(use_se=True, last_conv_after_pooling=True, input_size=32, classes=10)
+# the OneShot-S+ blocks; channels sampled (the joint space needs far more steps than a test has)
+BLOCKS = (0, 0, 0, 1, 0, 0, 1, 0, 3, 2, 0, 1, 2, 2, 1, 2, 0, 0, 2, 0)
+
+
+@pytest.fixture(scope='module')
+def supernet_dir(tmp_path_factory):
+    run_dir = str(tmp_path_factory.mktemp('supernet'))
+    train_set = open_dataset('digits', 'train', 32)
+    train_set = train_set.subset(np.arange(0, len(train_set), 2))
+    sampler = UniformSampler(SPACE, mode='channel', fixed_blocks=BLOCKS, seed=0)
+    config = TrainConfig(epochs=2, batch_size=32, lr=0.05, warmup_epochs=0.2, val_paths=1,
+                         recal_images=64)
+    train_supernet(SPACE, train_set, None, run_dir, config, sampler=sampler)
+    return run_dir
+
+
+def _search(runner, supernet_dir, out, *extra):
+    args = [supernet_dir, '-o', out, '--recalib-batches', '1', '--val-batches', '2',
+            '--batch-size', '64', '--space', 'channel', '--fixed-arch',
+            ''.join(map(str, BLOCKS)) + ':' + '9' * 20] + list(extra)
+    return runner.invoke(search_cli, args)
+
+
+def test_search_respects_constraints_and_is_reproducible(supernet_dir, tmp_path):
+    runner = CliRunner()
+    limit = 6.0e6
+    first = _search(runner, supernet_dir, str(tmp_path / 'a'), '--strategy', 'genetic',
+                    '--population', '4', '--generations', '2', '--elite', '2',
+                    '--max-flops', '6M', '--seed', '5')
+    assert first.exit_code == 0, first.output + first.stderr
+    history = json.load(open(tmp_path / 'a' / 'candidates.json'))
+    assert len(history) >= 4
+    assert all(c['costs']['flops'] <= limit for c in history)
+    assert all(c['arch'].startswith(''.join(map(str, BLOCKS))) for c in history)
+    assert os.path.getsize(tmp_path / 'a' / 'pareto.png') > 1000
+    second = _search(runner, supernet_dir, str(tmp_path / 'b'), '--strategy', 'genetic',
+                     '--population', '4', '--generations', '2', '--elite', '2',
+                     '--max-flops', '6M', '--seed', '5')
+    assert json.load(open(tmp_path / 'b' / 'topk.json')) == \
+        json.load(open(tmp_path / 'a' / 'topk.json'))
+
+
+def test_winner_round_trip_through_the_zoo(supernet_dir, tmp_path):
+    from export.cli import main as export_cli
+    from nas.train_cli import main as train_cli
+    from profiling.score_cli import main as score_cli
+    from zoo import get_model
+    from zoo.cli import main as zoo_cli
+    runner = CliRunner()
+    root = str(tmp_path / 'store')
+    out = _search(runner, supernet_dir, str(tmp_path / 's'), '--strategy', 'random',
+                  '--iterations', '3', '--register', 'digits_winner', '--root', root)
+    assert out.exit_code == 0, out.output + out.stderr
+    info = json.loads(runner.invoke(zoo_cli, ['info', 'digits_winner', '--json',
+                                              '--root', root]).stdout)
+    winner = json.load(open(tmp_path / 's' / 'topk.json'))[0]
+    assert info['flops'] == winner['costs']['flops'] and info['params'] == \
+        winner['costs']['params']
+    assert len(info['blocks']) == 20 and len(info['channels']) == 20
+    trained = runner.invoke(train_cli, ['subnet', '--arch', 'digits_winner', '--root', root,
+                                        '--epochs', '1', '--batch-size', '64',
+                                        '--no-progress', '-o', str(tmp_path / 'w')])
+    assert trained.exit_code == 0, trained.output + trained.stderr
+    imported = runner.invoke(zoo_cli, ['import', 'digits_winner',
+                                       str(tmp_path / 'w' / 'model.params'), '--root', root])
+    assert imported.exit_code == 0, imported.stderr
+    net = get_model('digits_winner', pretrained=True, root=root)
+    assert net(mx.nd.zeros((1, 3, 32, 32))).shape == (1, 10)
+    onnx_path = str(tmp_path / 'w.onnx')
+    exported = runner.invoke(export_cli, ['--onnx', 'digits_winner', '--pretrained', '--root',
+                                          root, '-o', onnx_path, '--input-size', '32'])
+    assert exported.exit_code == 0, exported.stderr
+    assert os.path.getsize(onnx_path) > 10000
+    scored = runner.invoke(score_cli, ['micronet', 'digits_winner', '--json', '--root', root])
+    assert scored.exit_code == 0, scored.stderr
+    assert json.loads(scored.stdout)['score'] > 0
+
+
+def test_search_bad_input(supernet_dir, tmp_path):
+    runner = CliRunner()
+    infeasible = _search(runner, supernet_dir, str(tmp_path / 'x'), '--max-flops', '1M')
+    assert infeasible.exit_code == 2
+    assert infeasible.stderr.startswith('error: infeasible constraints') and \
+        infeasible.stderr.count('\n') == 1
+    table = tmp_path / 'lat.json'
+    table.write_text('{}')
+    runtime = _search(runner, supernet_dir, str(tmp_path / 'y'), '--max-latency-ms', '5',
+                      '--latency-table', str(table), '--runtime', 'tensorrt')
+    assert runtime.exit_code == 2 and 'tensorrt' in runtime.stderr
+    other = tmp_path / 'other'
+    other.mkdir()
+    (other / 'space.json').write_text(json.dumps(dict(SPACE.__dict__, use_se=False)))
+    os.link(os.path.join(supernet_dir, 'supernet.params'), str(other / 'supernet.params'))
+    mismatch = runner.invoke(search_cli, [str(other), '-o', str(tmp_path / 'z')])
+    assert mismatch.exit_code == 2 and 'does not match its search space' in mismatch.stderr
+    not_a_run = runner.invoke(search_cli, [str(tmp_path), '-o', str(tmp_path / 'q')])
+    assert not_a_run.exit_code == 2 and 'not a supernet run directory' in not_a_run.stderr
