@@ -13,7 +13,7 @@ from nas.network import OneShotNet
 from nas.space import Arch, SearchSpace, NUM_POSITIONS
 from profiling import plots
 from profiling.cli import main
-from profiling.latency_table import (load_latency_table, measure_latency, measure_latency_table,
+from profiling.latency_table import (load_latency_table, measure_latency_table,
                                      missing_entries, predict_latency, table_entries)
 from profiling.op_by_op import profile_op_by_op
 from profiling.timing import check_runtime, cpu_model, summarize
@@ -255,17 +255,6 @@ def test_prediction_is_stem_plus_head_plus_the_chosen_entries(small_table, arch)
         predict_latency(table, arch)
     with pytest.raises(ProfilingError, match='search space'):
         predict_latency(filled, arch.with_space(input_size=64))
-
-
-@pytest.mark.slow
-@pytest.mark.integration
-def test_predictor_tracks_measured_latency(tmp_path, arch):
-    """The table sum of one subnet vs the subnet measured whole (a loose bound at 32x32, where
-    fixed costs dominate; bench/bench_latency_predictor.py measures 20 subnets at 224)."""
-    entries = [(p, arch.blocks[p], arch.channels[p]) for p in range(NUM_POSITIONS)]
-    table = measure_latency_table(arch.space, threads=1, runs=10, warmup=2, entries=entries)
-    measured = measure_latency(_tiny_net(arch), (1, 3, SIZE, SIZE), threads=1, runs=20).median_ms
-    assert predict_latency(table, arch) == pytest.approx(measured, rel=0.5)
 
 
 def test_mxnet_table_entries_are_measured_in_the_worker(arch):
