@@ -37,5 +37,7 @@ setup(
         'nas-search=nas.search_cli:main',
         'nas-profile=profiling.cli:main',
         'nas-export=export.cli:main',
+        'nas-quantize=quantization.cli:main',
+        'nas-demo=profiling.demo_cli:main',
     ]},
 )

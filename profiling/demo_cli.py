@@ -1,0 +1,38 @@
+"""``nas-demo``: the whole product on the embedded digits in one command."""
+import json
+
+import click
+
+from nas._cli import handle_errors
+from .pipeline import DemoConfig, run_demo
+
+
+@click.command()
+@click.option('-o', '--out', 'out_dir', default='demo_out', show_default=True,
+              type=click.Path(file_okay=False), help='Output directory (report.md inside).')
+@click.option('--data', default=DemoConfig.data, show_default=True,
+              help="'digits' or an image folder / .rec file.")
+@click.option('--input-size', type=int, default=DemoConfig.input_size, show_default=True)
+@click.option('--supernet-epochs', type=int, default=DemoConfig.supernet_epochs,
+              show_default=True)
+@click.option('--subnet-epochs', type=int, default=DemoConfig.subnet_epochs, show_default=True)
+@click.option('--max-flops', type=float, default=DemoConfig.max_flops, show_default=True,
+              help='FLOPs limit of the search.')
+@click.option('--mode', type=click.Choice(['channel', 'joint']), default=DemoConfig.mode,
+              show_default=True, help='Genes searched (joint needs far more supernet epochs).')
+@click.option('--population', type=int, default=DemoConfig.population, show_default=True)
+@click.option('--generations', type=int, default=DemoConfig.generations, show_default=True)
+@click.option('--seed', type=int, default=DemoConfig.seed, show_default=True)
+@handle_errors
+def main(out_dir, data, input_size, supernet_epochs, subnet_epochs, max_flops, mode,
+         population, generations, seed):
+    """Train a supernet, search it under a FLOPs limit, train the winner, register it, merge BN,
+    export ONNX, quantize to INT8 (MXNet and onnxruntime), profile op by op, score MicroNet and
+    write OUT/report.md."""
+    config = DemoConfig(data=data, input_size=input_size, supernet_epochs=supernet_epochs,
+                        subnet_epochs=subnet_epochs, max_flops=max_flops, mode=mode,
+                        population=population, generations=generations, seed=seed)
+    summary = run_demo(out_dir, config, progress=lambda message: click.echo(message, err=True))
+    click.echo(json.dumps({'winner': summary['winner'], 'micronet': summary['micronet'],
+                           'seconds': summary['seconds']}, indent=2, default=str))
+    click.echo('report: %s/report.md' % out_dir)
