@@ -1,0 +1,344 @@
+"""INT8 quantization (issue 6): calibration readers, MXNet and onnxruntime quantizers, the
+per-layer report, evaluation, reload, and ``nas-quantize``'s handling of bad input.
+
+Fast tests use a random subnet; the ``slow`` ones train a small subnet on the embedded digits
+(once per module) and check accuracy: INT8 top-1 within one point of FP32 on both runtimes.
+"""
+import json
+import os
+
+import mxnet as mx
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from conftest import SE_PLUS, randomize_bn
+from export.merge_bn import merge_bn
+from export.onnx import export_onnx
+from nas.counting import count_net, trace_onnx
+from nas.data import eval_transform, load_digits
+from nas.errors import QuantizationError
+from nas.network import OneShotNet
+from nas.space import Arch
+from quantization.calib import ArrayReader, read_batches
+from quantization.cli import main
+from quantization.mxnet_int8 import load_mxnet_int8, quantize_mxnet, save_mxnet_int8
+from quantization.ort_int8 import quantize_ort
+from quantization.report import match_layers, sidecar_path
+
+SIZE = 32
+SHAPE = (1, 3, SIZE, SIZE)
+TINY = '01230123012301230123:52741630527416305274'
+TRAINED = '00000000000000000000:22222222222222222222'
+
+
+def _arch(text):
+    parsed = Arch.parse(text)
+    return Arch(parsed.blocks, parsed.channels, SE_PLUS.replace(input_size=SIZE, classes=10))
+
+
+def _digits(split):
+    images, labels = load_digits(SIZE, split)
+    return np.stack([eval_transform(img, SIZE) for img in images]), labels
+
+
+def _save(net, arch, folder):
+    arch_path, params_path = str(folder / 'arch.json'), str(folder / 'net.params')
+    arch.save(arch_path)
+    net.save_parameters(params_path)
+    return arch_path, params_path
+
+
+@pytest.fixture(scope='module')
+def tiny(tmp_path_factory):
+    """A random SE + after-pooling subnet (all four block types), its files and an FP32 ONNX."""
+    folder = tmp_path_factory.mktemp('tiny')
+    arch = _arch(TINY)
+    net = OneShotNet(arch)
+    net.initialize(mx.init.Xavier())
+    randomize_bn(net, seed=3)
+    arch_path, params_path = _save(net, arch, folder)
+    onnx_path = str(folder / 'fp32.onnx')
+    export_onnx(merge_bn(net, SHAPE), onnx_path, (8, 3, SIZE, SIZE))
+    images = np.random.RandomState(0).randn(64, 3, SIZE, SIZE).astype(np.float32)
+    return dict(net=net, arch=arch_path, params=params_path, onnx=onnx_path, images=images,
+                folder=folder)
+
+
+def _train_digits_net():
+    """A plain Gluon loop: 7 epochs of NAG with a cosine schedule on the digits train split."""
+    mx.random.seed(0)
+    rng = np.random.RandomState(0)
+    net = OneShotNet(_arch(TRAINED))
+    net.initialize(mx.init.MSRAPrelu())
+    net.hybridize(static_alloc=True, static_shape=True)
+    images, labels = _digits('train')
+    batch, epochs = 64, 7
+    steps = len(images) // batch
+    schedule = mx.lr_scheduler.CosineScheduler(epochs * steps, base_lr=0.1, final_lr=0,
+                                               warmup_steps=steps)
+    trainer = mx.gluon.Trainer(net.collect_params(), 'nag',
+                               {'lr_scheduler': schedule, 'momentum': 0.9, 'wd': 4e-5})
+    loss = mx.gluon.loss.SoftmaxCrossEntropyLoss()
+    for _ in range(epochs):
+        order = rng.permutation(len(images))
+        for step in range(steps):
+            pick = order[step * batch:(step + 1) * batch]
+            with mx.autograd.record():
+                value = loss(net(mx.nd.array(images[pick])), mx.nd.array(labels[pick]))
+            value.backward()
+            trainer.step(batch)
+    return net
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory):
+    folder = tmp_path_factory.mktemp('trained')
+    net = _train_digits_net()
+    images, labels = _digits('val')
+    top1 = float((net(mx.nd.array(images)).asnumpy().argmax(1) == labels).mean())
+    assert top1 >= 0.95, 'the FP32 digits network reached only %.3f held-out top-1' % top1
+    arch_path, params_path = _save(net, _arch(TRAINED), folder)
+    return dict(net=net, arch=arch_path, params=params_path, top1=top1, folder=folder)
+
+
+# ------------------------------------------------------------------ calibration data
+
+
+def test_array_reader_follows_the_calibration_reader_protocol():
+    batches = [np.zeros((4, 3, 8, 8)), np.ones((2, 3, 8, 8))]
+    seen = []
+    reader = ArrayReader(batches, 'x', on_batch=seen.append)
+    first, second, end = reader.get_next(), reader.get_next(), reader.get_next()
+    assert list(first) == ['x'] and first['x'].dtype == np.float32 and first['x'].shape[0] == 4
+    assert second['x'][0, 0, 0, 0] == 1 and end is None and seen == [4, 2]
+    reader.set_range(1, 2)
+    assert reader.get_next()['x'].shape[0] == 2 and reader.get_next() is None
+    reader.rewind()
+    assert len(reader) == 2 and reader.get_next()['x'].shape[0] == 4
+
+
+def test_read_batches_rejects_empty_and_misshaped_calibration_sets():
+    with pytest.raises(QuantizationError, match='empty'):
+        read_batches(ArrayReader([]), SHAPE)
+    with pytest.raises(QuantizationError, match=r'shape \(4, 1, 32, 32\).*3 x 32 x 32'):
+        read_batches(ArrayReader([np.zeros((4, 1, SIZE, SIZE))]), SHAPE)
+    with pytest.raises(QuantizationError, match=r'shape \(4, 3, 16, 16\)'):
+        read_batches(ArrayReader([np.zeros((4, 3, 16, 16))]), SHAPE)
+    with pytest.raises(QuantizationError, match='NaN'):
+        read_batches(ArrayReader([np.full((4, 3, SIZE, SIZE), np.nan)]), SHAPE)
+    good = read_batches(ArrayReader([np.zeros((4, 3, SIZE, SIZE))]), SHAPE)
+    assert len(good) == 1 and good[0].shape == (4, 3, SIZE, SIZE)
+
+
+def test_match_layers_takes_wildcards_and_rejects_unknown_patterns():
+    names = ['net_stem_conv', 'net_unit0_conv', 'net_unit1_conv', 'net_output']
+    assert match_layers(names, ['unit*conv']) == {'net_unit0_conv': 'unit*conv',
+                                                  'net_unit1_conv': 'unit*conv'}
+    assert match_layers(names, ['output', 'stem']) == {'net_output': 'output',
+                                                       'net_stem_conv': 'stem'}
+    with pytest.raises(QuantizationError, match="'unit7' matches no layer"):
+        match_layers(names, ['unit7'])
+
+
+def test_sidecar_sits_next_to_the_model():
+    assert sidecar_path('out/model.onnx') == 'out/model.quant.json'
+    assert sidecar_path('out/model') == 'out/model.quant.json'
+
+
+# ------------------------------------------------------------------ MXNet
+
+
+def test_mxnet_quantizes_every_conv_but_the_first_and_the_classifier(tiny):
+    qnet, report = quantize_mxnet(tiny['net'], ArrayReader([tiny['images']]), SHAPE)
+    convs = [layer for layer in count_net(tiny['net'], SHAPE).layers
+             if layer.op_type == 'Convolution']
+    assert report.num_convs == len(convs)  # the report covers every conv of the graph
+    fp32 = report.fp32_layers()
+    assert list(fp32) == [report.layers[0].name, report.layers[-1].name]
+    assert 'first conv' in fp32[report.layers[0].name]
+    assert 'classifier' in fp32[report.layers[-1].name]
+    assert report.num_int8_convs == report.num_convs - 2
+    assert report.ops['concat']['int8'] > 0 and report.ops['pooling']['int8'] > 0
+    assert set(report.ops['elemwise_mul']) == {'fp32'}  # hard-swish multiplies, by default
+    assert any('hard-swish' in note for note in report.notes)
+    # int8 but close to FP32 on the calibration images
+    data = mx.nd.array(tiny['images'][:8])
+    ref, out = tiny['net'](data).asnumpy(), qnet(data).asnumpy()
+    assert np.linalg.norm(out - ref) / np.linalg.norm(ref) < 0.1
+
+
+def test_mxnet_exclude_patterns_and_quantize_all(tiny):
+    reader = ArrayReader([tiny['images'][:32]])
+    _, everything = quantize_mxnet(tiny['net'], reader, SHAPE, keep_first_last=False,
+                                   fp32_hard_swish=False)
+    assert everything.num_int8_convs == everything.num_convs
+    assert set(everything.ops['elemwise_mul']) == {'int8'}
+    target = everything.layers[5].name
+    reader.rewind()
+    _, report = quantize_mxnet(tiny['net'], reader, SHAPE, exclude=[target],
+                               keep_first_last=False)
+    assert report.fp32_layers() == {target: 'excluded by pattern %r' % target}
+    reader.rewind()
+    with pytest.raises(QuantizationError, match='matches no layer'):
+        quantize_mxnet(tiny['net'], reader, SHAPE, exclude=['no_such_layer'])
+
+
+def test_mxnet_uint8_is_a_clear_error(tiny):
+    with pytest.raises(QuantizationError, match="cannot run this network quantized to uint8.*int8"):
+        quantize_mxnet(tiny['net'], ArrayReader([tiny['images'][:16]]), SHAPE,
+                       quantized_dtype='uint8')
+
+
+def test_mxnet_int8_reloads_with_identical_predictions(tiny, tmp_path):
+    qnet, report = quantize_mxnet(tiny['net'], ArrayReader([tiny['images']]), SHAPE)
+    prefix = str(tmp_path / 'int8')
+    paths = save_mxnet_int8(qnet, prefix, report)
+    assert all(os.path.isfile(path) for path in paths)
+    data = mx.nd.array(tiny['images'])
+    np.testing.assert_array_equal(load_mxnet_int8(prefix)(data).asnumpy(), qnet(data).asnumpy())
+    with open(sidecar_path(prefix)) as handle:
+        record = json.load(handle)
+    assert record['bits']['weights'] == 8 and record['calib_method'] == 'naive'
+    assert record['num_int8_convs'] == report.num_int8_convs
+    assert [layer['weight_bits'] for layer in record['layers']].count(8) == report.num_int8_convs
+
+
+@pytest.mark.slow
+def test_mxnet_entropy_calibration_runs(tiny):
+    """MXNet 1.9.1 gives fused conv+ReLU outputs a negative minimum under entropy calibration
+    and then refuses to run them; quantize_mxnet repairs the ranges."""
+    qnet, report = quantize_mxnet(tiny['net'], ArrayReader([tiny['images']]), SHAPE,
+                                  calib_mode='entropy')
+    assert report.calib_method == 'entropy' and report.num_int8_convs == report.num_convs - 2
+    assert np.isfinite(qnet(mx.nd.array(tiny['images'][:4])).asnumpy()).all()
+
+
+# ------------------------------------------------------------------ onnxruntime
+
+
+def _count_op(path, op_type):
+    import onnx
+    return sum(node.op_type == op_type for node in onnx.load(path).graph.node)
+
+
+def _count_hard_swish(path):
+    """Mul(x, HardSigmoid(x)) nodes of an ONNX file."""
+    import onnx
+    nodes = onnx.load(path).graph.node
+    producers = {out: node for node in nodes for out in node.output}
+    return sum(1 for node in nodes if node.op_type == 'Mul' and any(
+        producers.get(name) is not None and producers[name].op_type == 'HardSigmoid'
+        and producers[name].input[0] in node.input for name in node.input))
+
+
+def test_ort_quantizes_every_conv_with_8_bit_weights_in_the_graph(tiny, tmp_path):
+    out = str(tmp_path / 'int8.onnx')
+    report = quantize_ort(tiny['onnx'], out, ArrayReader([tiny['images']]))
+    assert report.coverage == 1.0 and report.settings['per_channel']
+    # the graph itself declares the widths that nas-score micronet reads
+    convs = [op for op in trace_onnx(out) if op.kind == 'conv']
+    assert len(convs) == report.num_convs
+    assert {(op.weight_bits, op.act_bits) for op in convs} == {(8, 8)}
+    assert os.path.getsize(out) <= 0.3 * os.path.getsize(tiny['onnx'])
+    # every hard-swish runs as int8 Add + Mul (its 1/6 folded into a scale), no HardSigmoid left
+    hard_swishes = _count_hard_swish(tiny['onnx'])
+    assert hard_swishes > 0 and report.ops['Add'] == {'int8': hard_swishes}
+    se_gates = _count_op(tiny['onnx'], 'HardSigmoid') - hard_swishes
+    assert report.ops['HardSigmoid'] == {'fp32': se_gates}
+    with open(sidecar_path(out)) as handle:
+        assert json.load(handle)['coverage'] == 1.0
+    import onnxruntime as ort
+    feed = {'data': tiny['images'][:8]}
+    ref = ort.InferenceSession(tiny['onnx']).run(None, feed)[0]
+    got = ort.InferenceSession(out).run(None, feed)[0]
+    assert np.linalg.norm(got - ref) / np.linalg.norm(ref) < 0.1
+
+
+def test_ort_keep_first_last_and_unknown_exclude(tiny, tmp_path):
+    out = str(tmp_path / 'int8.onnx')
+    report = quantize_ort(tiny['onnx'], out, ArrayReader([tiny['images'][:8]]),
+                          keep_first_last=True, calibrate='percentile')
+    fp32 = {reason.split()[0]: name for name, reason in report.fp32_layers().items()}
+    assert sorted(fp32) == ['classifier', 'first'] and report.calib_method == 'percentile'
+    assert fp32['first'].endswith('_convbn0_conv0_fwd')  # the stem conv reads the image
+    assert fp32['classifier'].split('_', 1)[1] == 'conv0_fwd'  # the network's own 1x1 output
+    convs = [op for op in trace_onnx(out) if op.kind == 'conv']
+    assert sorted(op.weight_bits for op in convs) == [8] * report.num_int8_convs + [32] * 2
+    with pytest.raises(QuantizationError, match='matches no layer'):
+        quantize_ort(tiny['onnx'], str(tmp_path / 'x.onnx'), ArrayReader([tiny['images'][:8]]),
+                     exclude=['no_such_layer'])
+    assert not os.path.exists(tmp_path / 'x.onnx')
+
+
+# ------------------------------------------------------------------ CLI: bad input
+
+
+def _invoke(args):
+    return CliRunner().invoke(main, args)
+
+
+def _assert_user_error(result, folder, before, text):
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith('error: ') and text in lines[0], lines
+    assert sorted(os.listdir(folder)) == before  # nothing written
+
+
+@pytest.mark.parametrize('case', ['exclude', 'channels', 'empty', 'size', 'option'])
+def test_cli_bad_input_is_one_line_exit_2_and_writes_nothing(tiny, tmp_path, case):
+    model = [tiny['arch'], '--params', tiny['params']]
+    mx_args = ['--backend', 'mxnet', '-o', str(tmp_path / 'q')]
+    npy = str(tmp_path / 'calib.npy')
+    if case == 'exclude':
+        args, text = model + mx_args + ['--calib-data', 'digits', '--exclude', 'nope'], \
+            "'nope' matches no layer"
+    elif case == 'channels':
+        np.save(npy, np.zeros((8, 1, SIZE, SIZE), np.float32))
+        args, text = model + mx_args + ['--calib-data', npy], 'shape (8, 1, 32, 32)'
+    elif case == 'empty':
+        np.save(npy, np.zeros((0, 3, SIZE, SIZE), np.float32))
+        args, text = model + mx_args + ['--calib-data', npy], 'non-empty'
+    elif case == 'size':  # an ONNX model fixed at 32x32 calibrated with 64x64 images
+        args = [tiny['onnx'], '--backend', 'onnxruntime', '-o', str(tmp_path / 'q.onnx'),
+                '--calib-data', 'digits', '--input-size', '64']
+        text = 'shape (32, 3, 64, 64)'
+    else:
+        args, text = model + mx_args + ['--calib-data', 'digits', '--calibrate', 'entropy'], \
+            '--calibrate is for --backend onnxruntime'
+    before = sorted(os.listdir(tmp_path))
+    _assert_user_error(_invoke(args), tmp_path, before, text)
+
+
+# ------------------------------------------------------------------ trained network: accuracy
+
+
+def _quantize_cli(trained, folder, backend, output, *extra):
+    result = _invoke([trained['arch'], '--params', trained['params'], '--backend', backend,
+                      '--calib-data', 'digits', '--eval', 'digits', '-o', str(folder / output),
+                      '--json', *extra])
+    assert result.exit_code == 0, result.output + result.stderr
+    return json.loads(result.stdout)
+
+
+@pytest.mark.slow
+def test_mxnet_int8_keeps_top1_within_one_point(trained, tmp_path):
+    result = _quantize_cli(trained, tmp_path, 'mxnet', 'int8')
+    evaluation, report = result['evaluation'], result['quantization']
+    assert abs(evaluation['top1_fp32'] - trained['top1']) < 0.005  # merged BN = same network
+    assert abs(evaluation['top1_int8'] - evaluation['top1_fp32']) <= 0.01
+    assert report['num_int8_convs'] == report['num_convs'] - 2  # all but first conv, classifier
+    assert len(evaluation['layers']) == report['num_int8_convs']
+    assert all(layer['cosine'] > 0.98 for layer in evaluation['layers'])
+    assert all(os.path.isfile(path) for path in result['files'])
+
+
+@pytest.mark.slow
+def test_ort_int8_keeps_top1_within_one_point_in_a_third_of_the_file(trained, tmp_path):
+    result = _quantize_cli(trained, tmp_path, 'onnxruntime', 'int8.onnx', '--batch-size', '32')
+    evaluation, report = result['evaluation'], result['quantization']
+    assert abs(evaluation['top1_fp32'] - trained['top1']) < 0.005
+    assert abs(evaluation['top1_int8'] - evaluation['top1_fp32']) <= 0.01
+    assert report['coverage'] >= 0.9
+    assert evaluation['size_int8_bytes'] <= 0.3 * evaluation['size_fp32_bytes']
+    assert len(evaluation['layers']) == report['num_int8_convs']
