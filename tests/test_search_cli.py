@@ -113,3 +113,39 @@ def test_search_bad_input(supernet_dir, tmp_path):
     assert mismatch.exit_code == 2 and 'does not match its search space' in mismatch.stderr
     not_a_run = runner.invoke(search_cli, [str(tmp_path), '-o', str(tmp_path / 'q')])
     assert not_a_run.exit_code == 2 and 'not a supernet run directory' in not_a_run.stderr
+
+
+def test_sigkill_then_resume_gives_the_uninterrupted_result(supernet_dir, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+    runner = CliRunner()
+    options = ['--strategy', 'genetic', '--population', '4', '--generations', '3', '--elite',
+               '2', '--seed', '3']
+    full = _search(runner, supernet_dir, str(tmp_path / 'full'), *options)
+    assert full.exit_code == 0, full.stderr
+    killed_dir = tmp_path / 'killed'
+    args = [supernet_dir, '-o', str(killed_dir), '--recalib-batches', '1', '--val-batches', '2',
+            '--batch-size', '64', '--space', 'channel', '--fixed-arch',
+            ''.join(map(str, BLOCKS)) + ':' + '9' * 20] + options
+    proc = subprocess.Popen([sys.executable, '-c', 'from nas.search_cli import main; main()']
+                            + args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = killed_dir / 'search_state.json'
+    deadline = time.time() + 300
+    try:
+        while time.time() < deadline:
+            if state.exists() and json.loads(state.read_text() or '{}').get('generation', 0) >= 1:
+                break
+            assert proc.poll() is None, 'the search ended before it could be killed'
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert not (killed_dir / 'topk.json').exists()
+    resumed = runner.invoke(search_cli, args + ['--resume'])
+    assert resumed.exit_code == 0, resumed.stderr
+    assert json.load(open(killed_dir / 'candidates.json')) == \
+        json.load(open(tmp_path / 'full' / 'candidates.json'))
