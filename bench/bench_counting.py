@@ -19,22 +19,12 @@ from nas.counting import count_net  # noqa: E402
 from nas.lookup_table import LookupTable  # noqa: E402
 from nas.network import OneShotNet  # noqa: E402
 from nas.space import Arch, NUM_BLOCKS, NUM_POSITIONS, NUM_SCALES, SearchSpace  # noqa: E402
+from profiling.timing import cpu_model
 
 SPACES = {
     'se_lcap': SearchSpace(use_se=True, last_conv_after_pooling=True),
     'plain': SearchSpace(),
 }
-
-
-def _cpu_model():
-    try:
-        with open('/proc/cpuinfo') as handle:
-            for line in handle:
-                if line.startswith('model name'):
-                    return line.split(':', 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or 'unknown'
 
 
 def _vectors(count, seed):
@@ -96,7 +86,7 @@ def main():
                                                       'results_counting.json'))
     args = parser.parse_args()
     result = run(args.space, args.table_candidates, args.network_candidates, args.min_seconds)
-    result.update(cpu=_cpu_model(), python=platform.python_version(),
+    result.update(cpu=cpu_model(), python=platform.python_version(),
                   omp_num_threads=os.environ.get('OMP_NUM_THREADS'))
     with open(args.out, 'w') as handle:
         json.dump(result, handle, indent=2)

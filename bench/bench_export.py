@@ -13,7 +13,6 @@ import argparse
 import collections
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -29,6 +28,7 @@ import numpy as np  # noqa: E402
 from export.merge_bn import merge_bn  # noqa: E402
 from export.onnx import export_onnx  # noqa: E402
 from nas.counting import count_net  # noqa: E402
+from profiling.timing import cpu_model
 
 MODELS = ('oneshot_s_plus', 'mobilenetv3_large', 'mobilenetv2_1.0')
 SIZE = 224
@@ -37,17 +37,6 @@ FORMS = {'naive (reshape/transpose)': ('reshape', None), 'gather': ('gather', No
          'slices': ('slices', None), 'reshape + padding': ('reshape', 16),
          'gather + padding': ('gather', 16), 'slices + padding (default)': ('slices', 16)}
 GOAL_RATIO, GOAL_PEAK_FRACTION, GOAL_MXNET_SPEEDUP = 1.3, 0.40, 1.5
-
-
-def _cpu_model():
-    try:
-        with open('/proc/cpuinfo') as handle:
-            for line in handle:
-                if line.startswith('model name'):
-                    return line.split(':', 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or 'unknown'
 
 
 def _stats(seconds):
@@ -177,7 +166,7 @@ def _mxnet_runner(block, batch):
 
 
 def run(runs, runs32, folder):
-    results = {'machine': {'cpu': _cpu_model(), 'threads': THREADS,
+    results = {'machine': {'cpu': cpu_model(), 'threads': THREADS,
                            'load_average_before': [round(v, 2) for v in os.getloadavg()]},
                'models': {}, 'forms': {}, 'profile': {}}
     peak_before = _gemm_peak()

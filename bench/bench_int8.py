@@ -15,7 +15,6 @@ bench/results_int8.json.
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -34,6 +33,7 @@ from quantization.calib import ArrayReader, open_reader  # noqa: E402
 from quantization.mxnet_int8 import quantize_mxnet  # noqa: E402
 from quantization.ort_int8 import quantize_ort  # noqa: E402
 from zoo import get_model  # noqa: E402
+from profiling.timing import cpu_model
 
 MODEL, SIZE = 'oneshot_s_plus', 224
 ORT_VARIANTS = {  # name: (activation_type, weight_type, quant_format, keep_first_last)
@@ -148,17 +148,6 @@ def bench_mxnet(net, batches, reader_batches, runs):
     return results
 
 
-def _cpu_model():
-    try:
-        with open('/proc/cpuinfo') as handle:
-            for line in handle:
-                if line.startswith('model name'):
-                    return line.split(':', 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
-
-
 def _cpu_flags():
     try:
         with open('/proc/cpuinfo') as handle:
@@ -181,7 +170,7 @@ def main():
     reader = open_reader('digits', SIZE, num_images=args.calib_images)
     calib = reader.batches
     result = {'model': MODEL, 'input_size': SIZE, 'threads': args.threads, 'runs': args.runs,
-              'cpu': _cpu_model(), 'cpu_int8_flags': _cpu_flags(),
+              'cpu': cpu_model(), 'cpu_int8_flags': _cpu_flags(),
               'load_average_at_start': os.getloadavg(),
               'onnxruntime': ort.__version__, 'mxnet': mx.__version__}
     with tempfile.TemporaryDirectory(prefix='bench-int8-') as folder:

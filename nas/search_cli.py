@@ -4,28 +4,9 @@ import os
 
 import click
 
-from ._cli import handle_errors
+from ._cli import handle_errors, parse_amount
 from .errors import SearchError
 from .search import Constraints, SearchConfig
-
-_SUFFIX = {'k': 1e3, 'K': 1e3, 'M': 1e6, 'G': 1e9}
-
-
-def parse_amount(text):
-    """'300M' -> 3e8, '3.5M' -> 3.5e6, '1200' -> 1200.0."""
-    if text is None:
-        return None
-    text = str(text).strip()
-    scale = _SUFFIX.get(text[-1:], None)
-    try:
-        value = float(text[:-1] if scale else text) * (scale or 1)
-    except ValueError:
-        raise SearchError('cannot read %r as a number (use e.g. 300M, 3.5M or 1200)'
-                          % text) from None
-    if value <= 0:
-        raise SearchError('limits must be positive, got %r' % text)
-    return value
-
 
 def _latency_callables(table_path, runtime, space):
     """The latency predictor of a table, and the table's floor (cheapest entry everywhere)."""
@@ -88,8 +69,8 @@ def main(run_dir, strategy, space_mode, max_flops, max_params, max_latency_ms, l
     from .search_run import load_supernet_space, search_supernet
     from .space import Arch
     space = load_supernet_space(run_dir)
-    constraints = Constraints(parse_amount(max_flops), parse_amount(max_params),
-                              max_latency_ms, max_micronet)
+    constraints = Constraints(parse_amount(max_flops, 'FLOPs'),
+                              parse_amount(max_params, 'params'), max_latency_ms, max_micronet)
     latency = latency_floor = None
     if max_latency_ms is not None and not latency_table:
         raise SearchError('--max-latency-ms needs --latency-table (nas-profile --latency-table)')

@@ -5,7 +5,7 @@ import re
 import click
 import mxnet as mx
 
-from ._cli import handle_errors
+from ._cli import handle_errors, parse_amount
 from .data import open_dataset
 from .errors import TrainingError
 from .sampler import CostBox, MODES, SAMPLERS, make_sampler
@@ -15,24 +15,11 @@ from .train import KVSTORES, TrainConfig, train_subnet, train_supernet
 
 __all__ = ['main']
 
-_SUFFIX = {'': 1.0, 'K': 1e3, 'M': 1e6, 'G': 1e9}
-
-
 @click.group()
 def main():
     """Train SPOS supernets and subnets; every run is resumable (--resume)."""
     logging.basicConfig(format='%(levelname)s %(name)s: %(message)s')
     logging.getLogger('nas').setLevel(logging.INFO)
-
-
-def _parse_count(value, what):
-    """'300M' -> 3e8 (suffixes K, M, G); None stays None."""
-    if value is None:
-        return None
-    match = re.match(r'^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([kKmMgG]?)\s*$', str(value))
-    if not match:
-        raise TrainingError('cannot read %s limit %r; write e.g. 300M or 3.5M' % (what, value))
-    return float(match.group(1)) * _SUFFIX[match.group(2).upper()]
 
 
 def _parse_contexts(ctx, gpus):
@@ -204,8 +191,8 @@ def supernet_command(mode, sampler_kind, max_flops, min_flops, max_params, min_p
     train_set, val_set, input_size = _datasets(opts['data'], opts['input_size'], opts['seed'])
     space = SearchSpace(use_se=use_se, last_conv_after_pooling=last_conv_after_pooling,
                         layout=layout, input_size=input_size, classes=len(train_set.classes))
-    box = CostBox(_parse_count(min_flops, 'FLOPs'), _parse_count(max_flops, 'FLOPs'),
-                  _parse_count(min_params, 'params'), _parse_count(max_params, 'params'))
+    box = CostBox(parse_amount(min_flops, 'FLOPs'), parse_amount(max_flops, 'FLOPs'),
+                  parse_amount(min_params, 'params'), parse_amount(max_params, 'params'))
     schedule = ChannelSchedule(layout, epoch_start_cs, cs_warmup, ignore_first_two)
     sampler = make_sampler(sampler_kind, space,
                            cost=_path_cost(space) if sampler_kind != 'uniform' else None,

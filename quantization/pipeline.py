@@ -14,7 +14,7 @@ from export.merge_bn import merge_bn
 from export.onnx import export_onnx
 from nas.errors import QuantizationError
 from zoo import resolve_model
-from zoo.store import load_params_checked
+from nas.params_io import load_params_checked
 from .calib import check_choice, open_reader
 from .evaluate import EvalBatches, EvalReport, evaluate_mxnet, evaluate_ort
 from .mxnet_int8 import quantize_mxnet, save_mxnet_int8

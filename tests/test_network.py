@@ -4,7 +4,7 @@ import pytest
 
 from nas.errors import ArchError
 from nas.network import OneShotNet, channel_mask
-from nas.space import Arch, SearchSpace
+from nas.space import SearchSpace
 from nas.subnet import extract_subnet
 from zoo import get_card, get_model, list_models
 from conftest import randomize_bn, SE_PLUS

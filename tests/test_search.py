@@ -1,6 +1,5 @@
 """The search loop on a synthetic objective (the supernet-backed search is in test_search_cli)."""
 import json
-import os
 
 import pytest
 

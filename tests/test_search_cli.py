@@ -51,7 +51,7 @@ def test_search_respects_constraints_and_is_reproducible(supernet_dir, tmp_path)
     assert all(c['costs']['flops'] <= limit for c in history)
     assert all(c['arch'].startswith(''.join(map(str, BLOCKS))) for c in history)
     assert os.path.getsize(tmp_path / 'a' / 'pareto.png') > 1000
-    second = _search(runner, supernet_dir, str(tmp_path / 'b'), '--strategy', 'genetic',
+    _search(runner, supernet_dir, str(tmp_path / 'b'), '--strategy', 'genetic',
                      '--population', '4', '--generations', '2', '--elite', '2',
                      '--max-flops', '6M', '--seed', '5')
     assert json.load(open(tmp_path / 'b' / 'topk.json')) == \

@@ -133,7 +133,7 @@ def test_subnet_from_scratch_reaches_95_percent(digits, tmp_path):
 
 def test_subnet_weights_are_accepted_by_the_zoo(digits, tmp_path):
     from zoo import import_weights, register_model
-    from zoo.store import load_params_checked
+    from nas.params_io import load_params_checked
     run_dir = tmp_path / 'run'
     train_subnet(TINY, head(digits[0], 32), None, run_dir,
                  TrainConfig(epochs=1, batch_size=16, lr=0.01))
@@ -362,7 +362,7 @@ def test_cli_supernet_writes_supernet_params_and_space(tmp_path):
     assert result.exit_code == 0, result.output
     space = SearchSpace(**json.load(open(tmp_path / 'run' / 'space.json')))
     assert space == PLAIN32
-    from zoo.store import load_params_checked
+    from nas.params_io import load_params_checked
     load_params_checked(OneShotNet(space=space), str(tmp_path / 'run' / 'supernet.params'))
 
 

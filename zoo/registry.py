@@ -16,6 +16,7 @@ import mxnet as mx
 
 from nas.errors import ArchError, UnknownModelError, WeightsError
 from nas.network import OneShotNet
+from nas.params_io import load_params_checked
 from nas.space import Arch, SearchSpace
 from . import store
 
@@ -134,7 +135,7 @@ def get_model(name, pretrained=False, ctx=mx.cpu(), root=None, classes=None, inp
     net = build_from_card(card, classes=classes, input_size=input_size, **kwargs)
     if pretrained:
         path = store.get_model_file(name, root)
-        store.load_params_checked(net, path, ctx=ctx)
+        load_params_checked(net, path, ctx=ctx)
     else:
         net.initialize(ctx=ctx)
     return net

@@ -13,10 +13,9 @@ import tempfile
 
 
 from nas.errors import WeightsError
-from nas.params_io import load_params_checked, save_params_atomic  # noqa: F401 (re-export)
+from nas.params_io import load_params_checked
 
-__all__ = ['default_root', 'get_model_file', 'store_weights', 'load_params_checked',
-           'save_params_atomic', 'purge', 'sha1_of', 'MANIFEST']
+__all__ = ['default_root', 'get_model_file', 'store_weights', 'purge', 'sha1_of', 'MANIFEST']
 
 log = logging.getLogger(__name__)
 MANIFEST = 'manifest.json'
