@@ -7,6 +7,7 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import randomize_bn
+from nas.bn_recal import recalibrate_bn
 from export.cli import main
 from nas.params_io import save_params_atomic
 from nas.space import Arch
@@ -28,9 +29,12 @@ def _weights(tmp_path, arch, seed=0):
     from nas.network import OneShotNet
     net = OneShotNet(arch)
     mx.random.seed(seed)
-    net.initialize(mx.init.Xavier(rnd_type='gaussian', factor_type='in', magnitude=2))
-    net(mx.nd.zeros((1, 3, SIZE, SIZE)))
+    net.initialize()
     randomize_bn(net, seed)
+    # statistics estimated on images, so that activations keep their scale through 20 units
+    recalibrate_bn(net, [mx.nd.array(_x(64, offset=100))])
+    # logits of unit scale that depend on the image (the default classifier init is N(0, 0.01))
+    net.output.weight.set_data(mx.nd.random.normal(scale=0.3, shape=net.output.weight.shape))
     path = str(tmp_path / ('w%d.params' % seed))
     save_params_atomic(net, path)
     return net, path
@@ -46,8 +50,11 @@ def _onnx_out(path, x):
     return session.run(None, {'data': x})[0]
 
 
-def _x(batch=1):
-    return np.random.default_rng(0).normal(size=(batch, 3, SIZE, SIZE)).astype(np.float32)
+def _x(batch=1, offset=0):
+    """Real images: the embedded digits, evaluation transform."""
+    from nas.data import eval_transform, load_digits
+    images, _ = load_digits(SIZE, 'val')
+    return np.stack([eval_transform(img, SIZE) for img in images[offset:offset + batch]])
 
 
 def _assert_error(result, fragment, tmp_path, before):
