@@ -117,11 +117,11 @@ class OneShotNet(HybridBlock):
             raise ArchError('the supernet needs a block-choice vector: net(x, blocks, mask)')
         blocks = Arch(tuple(blocks), (0,) * NUM_POSITIONS).blocks  # validates range and length
         x = self.stem(x)
+        widths = [cout for _, _, cout, _, _ in self.space.position_layout()]
         for position, choice_block in enumerate(self.units):
             row = None
             if mask is not None:
-                width = self.space.position_layout()[position][2]
-                row = mask[position, :width]
+                row = mask[position, :widths[position]]
             if self.use_all_blocks:
                 outs = [choice_block(x, b, row) for b in range(NUM_BLOCKS)]
                 x = mx.nd.add_n(*outs) / NUM_BLOCKS
