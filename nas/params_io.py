@@ -18,12 +18,18 @@ def _load_ndarrays(path):
     try:
         loaded = mx.nd.load(path)
     except (mx.base.MXNetError, OSError, ValueError) as err:
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise WeightsError('cannot read weights file %s: it is truncated or not an MXNet '
-                           '.params file (%s)' % (path, first_line[:200])) from None
+                           '.params file (%s)' % (path, _reason(err))) from None
     if not isinstance(loaded, dict) or not loaded:
         raise WeightsError('weights file %s holds no named parameters' % path)
     return {k.split(':', 1)[-1]: v for k, v in loaded.items()}  # drop arg:/aux: prefixes
+
+
+def _reason(err):
+    """The informative line of an MXNet error (its text starts with a C++ stack trace)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()
+             and not line.strip().startswith(('Traceback', 'File ', '[bt]', 'Stack trace'))]
+    return (lines[-1] if lines else type(err).__name__)[:200]
 
 
 def _match_params(net, loaded, path):

@@ -58,10 +58,18 @@ def _datasets(data, input_size, seed):
     return train_set, val_set, input_size
 
 
-def _path_cost(space):
-    """(flops, params) of a path: the space's lookup table (SPEC §6.2, built once and cached)."""
+def _path_cost(space, box):
+    """(flops, params) of a path: the space's lookup table (SPEC §6.2, built once and cached).
+    Refuses at once a box below the cheapest path, before any training starts."""
     from .lookup_table import LookupTable
-    return LookupTable.load_or_build(space).cost
+    table = LookupTable.load_or_build(space)
+    min_flops, min_params = table.min_cost()
+    for what, floor, limit in (('FLOPs', min_flops, box.max_flops),
+                               ('params', min_params, box.max_params)):
+        if limit is not None and limit < floor:
+            raise TrainingError('infeasible limits: the cheapest path of this search space has '
+                                '%d %s, above the limit %d' % (floor, what, limit))
+    return table.cost
 
 
 def _common(func):
@@ -195,7 +203,7 @@ def supernet_command(mode, sampler_kind, max_flops, min_flops, max_params, min_p
                   parse_amount(min_params, 'params'), parse_amount(max_params, 'params'))
     schedule = ChannelSchedule(layout, epoch_start_cs, cs_warmup, ignore_first_two)
     sampler = make_sampler(sampler_kind, space,
-                           cost=_path_cost(space) if sampler_kind != 'uniform' else None,
+                           cost=_path_cost(space, box) if sampler_kind != 'uniform' else None,
                            box=None if box.is_open and sampler_kind == 'strolling' else box,
                            mode=mode, schedule=schedule,
                            fixed_blocks=_digits(fixed_blocks, '--fixed-blocks'),
