@@ -4,6 +4,7 @@ This is what ``nas-quantize`` runs: resolve the model, read calibration images, 
 the chosen runtime, write the result atomically, and optionally evaluate FP32 vs INT8.
 """
 import dataclasses
+import logging
 import os
 import tempfile
 from typing import Optional, Tuple
@@ -12,9 +13,9 @@ import mxnet as mx
 
 from export.merge_bn import merge_bn
 from export.onnx import export_onnx
-from nas.errors import QuantizationError
-from zoo import resolve_model
+from nas.errors import QuantizationError, WeightsError
 from nas.params_io import load_params_checked
+from zoo import get_model_file, resolve_model
 from .calib import check_choice, open_reader
 from .evaluate import EvalBatches, EvalReport, evaluate_mxnet, evaluate_ort
 from .mxnet_int8 import quantize_mxnet, save_mxnet_int8
@@ -23,6 +24,7 @@ from .report import QuantReport, sidecar_path
 
 __all__ = ['BACKENDS', 'QuantizeResult', 'quantize_model']
 
+log = logging.getLogger(__name__)
 BACKENDS = ('mxnet', 'onnxruntime')
 DEFAULT_INPUT_SIZE = 224
 
@@ -95,11 +97,23 @@ def _onnx_input_size(path):
     return shape[2]
 
 
+def _stored_weights(model, root):
+    try:
+        return get_model_file(model, root)
+    except WeightsError:
+        return None
+
+
 def _load_net(model, params, input_size, root):
-    """The FP32 network of ``model`` with ``params`` loaded, and its input size."""
+    """The FP32 network of ``model`` with ``params`` loaded (by default the verified weights of a
+    zoo model when the store has them), and its input size."""
     net, arch = resolve_model(model, input_size=input_size, root=root)
+    params = params or _stored_weights(model, root)
     if params:
         load_params_checked(net, params)
+    else:
+        log.warning('%s has no weights (give --params or nas-zoo import them): quantizing a '
+                    'randomly initialised network', model)
     size = input_size or (arch.space.input_size if arch is not None else DEFAULT_INPUT_SIZE)
     net(mx.nd.zeros((1, 3, size, size)))  # finish deferred initialisation
     return net, size

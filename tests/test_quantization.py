@@ -342,3 +342,22 @@ def test_ort_int8_keeps_top1_within_one_point_in_a_third_of_the_file(trained, tm
     assert report['coverage'] >= 0.9
     assert evaluation['size_int8_bytes'] <= 0.3 * evaluation['size_fp32_bytes']
     assert len(evaluation['layers']) == report['num_int8_convs']
+
+
+def test_zoo_model_is_quantized_with_its_stored_weights(tmp_path, tiny_arch):
+    """Without --params, a zoo model's verified weights are used, not a random initialisation."""
+    import zoo
+    from conftest import randomize_bn
+    from quantization.pipeline import _load_net
+    root = str(tmp_path / 'store')
+    zoo.register_model('tiny_q', tiny_arch, root=root)
+    trained = zoo.get_model('tiny_q', root=root)
+    randomize_bn(trained, seed=5)
+    path = str(tmp_path / 'tiny.params')
+    trained.save_parameters(path)
+    zoo.import_weights('tiny_q', path, root=root)
+    net, size = _load_net('tiny_q', None, None, root)
+    assert size == 32
+    expected = trained._collect_params_with_prefix()
+    for name, param in net._collect_params_with_prefix().items():
+        np.testing.assert_array_equal(param.data().asnumpy(), expected[name].data().asnumpy())
