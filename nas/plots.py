@@ -36,7 +36,7 @@ def save_figure(fig, path):
 
 def plot_pareto(candidates, path, cost_keys=('flops', 'latency_ms'), title='search'):
     """Top-1 vs each cost: every evaluated candidate, the Pareto front and the best one."""
-    from .search import pareto_front
+    from .search import pareto_front, rank_key
     keys = [k for k in cost_keys if candidates and all(c.costs.get(k) is not None
                                                           for c in candidates)]
     fig, axes = new_figure(max(1, len(keys)))
@@ -47,7 +47,7 @@ def plot_pareto(candidates, path, cost_keys=('flops', 'latency_ms'), title='sear
         front = pareto_front(candidates, key)
         ax.step([c.costs[key] * scale for c in front], [100 * c.top1 for c in front],
                 where='post', color='C3', label='Pareto front')
-        best = max(candidates, key=lambda c: c.top1)
+        best = min(candidates, key=rank_key)
         ax.scatter([best.costs[key] * scale], [100 * best.top1], marker='*', s=150,
                    color='C1', label='best')
         ax.set_xlabel(_COST_LABELS.get(key, key))

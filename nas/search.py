@@ -17,7 +17,7 @@ from .errors import SearchError
 from .space import Arch, NUM_BLOCKS, NUM_POSITIONS, NUM_SCALES, SearchSpace
 
 __all__ = ['Constraints', 'SearchConfig', 'Candidate', 'CandidateSampler', 'run_search',
-           'pareto_front', 'SPACE_MODES']
+           'pareto_front', 'rank_key', 'SPACE_MODES']
 
 log = logging.getLogger(__name__)
 SPACE_MODES = ('block', 'channel', 'joint')
@@ -283,7 +283,7 @@ def run_search(space, config, constraints, cost, evaluate, out_dir, resume=False
         _random_search(run, progress)
     else:
         _genetic_search(run, progress)
-    top = sorted(run.history, key=lambda c: (-c.top1, c.order))[:config.top_k]
+    top = sorted(run.history, key=rank_key)[:config.top_k]
     _write_results(out_dir, run.history, top)
     return top
 
@@ -300,6 +300,11 @@ def _write_results(out_dir, history, top):
     os.replace(tmp, os.path.join(out_dir, 'candidates.csv'))
     _write_json(os.path.join(out_dir, 'candidates.json'), [asdict(c) for c in history])
     _write_json(os.path.join(out_dir, 'topk.json'), [asdict(c) for c in top])
+
+
+def rank_key(candidate):
+    """Best first: higher top-1, then (ties) fewer FLOPs, then the earlier evaluated."""
+    return (-candidate.top1, candidate.costs.get('flops', 0), candidate.order)
 
 
 def pareto_front(candidates, cost_key):

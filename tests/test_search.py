@@ -107,3 +107,10 @@ def test_bad_config_is_a_clear_error():
         SearchConfig(strategy='evolve')
     with pytest.raises(SearchError, match='elite'):
         SearchConfig(population=5, elite=6)
+
+
+def test_ties_go_to_the_cheaper_architecture(tmp_path):
+    config = SearchConfig(strategy='random', random_iters=12, seed=4)
+    top = run_search(SPACE, config, Constraints(), cost, lambda arch: 0.5, str(tmp_path))
+    history = json.load(open(tmp_path / 'candidates.json'))
+    assert top[0].costs['flops'] == min(c['costs']['flops'] for c in history)
