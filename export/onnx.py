@@ -172,6 +172,13 @@ def _readers(graph):
     return readers
 
 
+def _index(graph):
+    """What a rewriting pass looks up: constant values, producer of each tensor, readers of
+    each tensor, and the graph's output names."""
+    return (_constants(graph), _producer_index(graph), _readers(graph),
+            {v.name for v in graph.output})
+
+
 def _replace_nodes(graph, nodes):
     del graph.node[:]
     graph.node.extend(nodes)
@@ -327,10 +334,7 @@ def collapse_reshapes(model):
     """Reshape(Reshape(x, a), b) -> Reshape(x, b) when b is a constant that copies no dimension."""
     model = _copy(model)
     graph = model.graph
-    values = _constants(graph)
-    producers = _producer_index(graph)
-    readers = _readers(graph)
-    outputs = {v.name for v in graph.output}
+    values, producers, readers, outputs = _index(graph)
     for node in graph.node:
         if node.op_type != 'Reshape' or node.input[1] not in values:
             continue
@@ -355,10 +359,7 @@ def fuse_hard_sigmoid(model):
     from onnx import helper
     model = _copy(model)
     graph = model.graph
-    values = _constants(graph)
-    producers = _producer_index(graph)
-    readers = _readers(graph)
-    outputs = {v.name for v in graph.output}
+    values, producers, readers, outputs = _index(graph)
 
     def sole_producer(name, op_type):
         """Index of the ``op_type`` node making ``name`` if nothing else reads it, else None."""
