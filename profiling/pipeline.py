@@ -12,7 +12,6 @@ from dataclasses import dataclass, asdict
 from export.merge_bn import merge_bn
 from export.onnx import export_onnx
 from nas.data import open_dataset
-from nas.lookup_table import LookupTable
 from nas.search import Constraints, SearchConfig
 from nas.sampler import UniformSampler
 from nas.search_run import search_supernet
@@ -129,8 +128,7 @@ def run_demo(out_dir, config=DemoConfig(), progress=None, show_bars=True):
     scores = {bits: micronet_score(net, shape, bits=bits).score for bits in (32, 16, 8)}
     scores['int8_onnx'] = micronet_score(quant['onnxruntime']['files'][0]).score
 
-    table = LookupTable.load_or_build(space)
-    flops, params = table.cost(winner)
+    flops, params = top[0].costs['flops'], top[0].costs['params']  # from the search's table
     summary = {
         'config': asdict(config), 'seconds': step.seconds, 'space': space.key(),
         'supernet': {'epochs': len(supernet_run.epochs), 'val_top1': supernet_run.val_top1},
