@@ -15,25 +15,19 @@ bench/results_int8.json.
 import argparse
 import json
 import os
-import sys
 import tempfile
-import time
 
-THREADS = 2
-os.environ.setdefault('OMP_NUM_THREADS', str(THREADS))  # before MXNet starts its thread pool
-
-import mxnet as mx  # noqa: E402
+from common import (THREADS, interleaved, machine, mxnet_runner, ort_op_profile, ort_runner,
+                    paired_ratio, unit_scale_net)
+import mxnet as mx  # noqa: E402  (after common: it pins the threads)
 import numpy as np  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from export.merge_bn import merge_bn  # noqa: E402
 from export.onnx import export_onnx  # noqa: E402
 from quantization.calib import ArrayReader, open_reader  # noqa: E402
 from quantization.mxnet_int8 import quantize_mxnet  # noqa: E402
 from quantization.ort_int8 import quantize_ort  # noqa: E402
-from zoo import get_model  # noqa: E402
-from profiling.timing import cpu_model
 
 MODEL, SIZE = 'oneshot_s_plus', 224
 ORT_VARIANTS = {  # name: (activation_type, weight_type, quant_format, keep_first_last)
@@ -45,54 +39,11 @@ ORT_VARIANTS = {  # name: (activation_type, weight_type, quant_format, keep_firs
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results_int8.json')
 
 
-def interleaved_times(runners, runs, warmup=3):
-    """Seconds per call of each runner over ``runs`` rounds, calls interleaved round-robin."""
-    for run in runners.values():
-        for _ in range(warmup):
-            run()
-    times = {name: [] for name in runners}
-    for _ in range(runs):
-        for name, run in runners.items():
-            start = time.perf_counter()
-            run()
-            times[name].append(time.perf_counter() - start)
-    return {name: np.array(values) for name, values in times.items()}
-
-
 def summarize(times, baseline):
     """Median ms of each runner and, per runner, the median over rounds of baseline / runner time
     (paired within a round, so that load that changes between rounds cancels out)."""
     return ({name: 1e3 * float(np.median(values)) for name, values in times.items()},
-            {name: float(np.median(times[baseline] / values)) for name, values in times.items()
-             if name != baseline})
-
-
-def ort_session(path, threads, profile_prefix=None):
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    if profile_prefix:
-        options.enable_profiling = True
-        options.profile_file_prefix = profile_prefix
-    return ort.InferenceSession(path, options, providers=['CPUExecutionProvider'])
-
-
-def op_profile(path, feed, threads, folder, runs=5):
-    """Share of kernel time per op type over ``runs`` runs of an onnxruntime session."""
-    session = ort_session(path, threads, os.path.join(folder, 'profile'))
-    for _ in range(runs):
-        session.run(None, feed)
-    with open(session.end_profiling()) as handle:
-        events = json.load(handle)
-    total, per_op = 0.0, {}
-    for event in events:
-        if event.get('cat') == 'Node' and event['name'].endswith('_kernel_time'):
-            op = event['args']['op_name']
-            per_op[op] = per_op.get(op, 0.0) + event['dur']
-            total += event['dur']
-    return {op: {'ms_per_run': us / runs / 1e3, 'share': us / total}
-            for op, us in sorted(per_op.items(), key=lambda item: -item[1])}
+            {name: paired_ratio(times, baseline, name) for name in times if name != baseline})
 
 
 def bench_ort(net, batches, reader_batches, runs, threads, folder):
@@ -101,26 +52,23 @@ def bench_ort(net, batches, reader_batches, runs, threads, folder):
         shape = (batch, 3, SIZE, SIZE)
         fp32 = os.path.join(folder, 'fp32_b%d.onnx' % batch)
         export_onnx(net, fp32, shape)
-        feed = {'data': np.random.RandomState(0).randn(*shape).astype(np.float32)}
-        runners, sizes, coverage = {}, {'fp32': os.path.getsize(fp32)}, {}
-        sessions = {'fp32': ort_session(fp32, threads)}
+        sizes, coverage = {'fp32': os.path.getsize(fp32)}, {}
+        runners = {'fp32': ort_runner(fp32, shape, threads)}
         for name, (act, weight, fmt, keep) in ORT_VARIANTS.items():
             path = os.path.join(folder, '%s_b%d.onnx' % (name, batch))
             report = quantize_ort(fp32, path, ArrayReader(reader_batches), activation_type=act,
                                   weight_type=weight, quant_format=fmt, keep_first_last=keep)
-            sessions[name] = ort_session(path, threads)
+            runners[name] = ort_runner(path, shape, threads)
             sizes[name] = os.path.getsize(path)
             coverage[name] = '%d/%d' % (report.num_int8_convs, report.num_convs)
-        for name, session in sessions.items():
-            runners[name] = (lambda s: lambda: s.run(None, feed))(session)
-        ms, speedup = summarize(interleaved_times(runners, runs), 'fp32')
+        ms, speedup = summarize(interleaved(runners, runs), 'fp32')
         best = max(speedup, key=speedup.get)
         results[batch] = {'ms': ms, 'speedup_vs_fp32': speedup, 'fastest_int8': best,
                           'file_bytes': sizes, 'int8_convs': coverage}
         if batch == max(batches):
             results[batch]['profile'] = {
-                name: op_profile(os.path.join(folder, '%s_b%d.onnx' % (name, batch))
-                                 if name != 'fp32' else fp32, feed, threads, folder)
+                name: ort_op_profile(os.path.join(folder, '%s_b%d.onnx' % (name, batch))
+                                     if name != 'fp32' else fp32, shape, 5, folder, threads)
                 for name in ['fp32', best]}
     return results
 
@@ -137,10 +85,9 @@ def bench_mxnet(net, batches, reader_batches, runs):
                'fp32_layers': report.fp32_layers(), 'ops': report.ops,
                'conversions': report.conversions}
     for batch in batches:
-        data = mx.nd.array(np.random.RandomState(0).randn(batch, 3, SIZE, SIZE))
-        runners = {name: (lambda b: lambda: b(data).wait_to_read())(block)
+        runners = {name: mxnet_runner(block, (batch, 3, SIZE, SIZE))
                    for name, block in blocks.items()}
-        times = interleaved_times(runners, runs)
+        times = interleaved(runners, runs)
         ms, _ = summarize(times, 'fp32')
         best_fp32 = min(('fp32', 'fp32_mkldnn_fused'), key=ms.get)
         results[batch] = {'ms': ms, 'best_fp32': best_fp32,
@@ -165,12 +112,11 @@ def main():
     parser.add_argument('--calib-images', type=int, default=32)
     parser.add_argument('--skip', choices=['mxnet', 'onnxruntime'])
     args = parser.parse_args()
-    net = get_model(MODEL)
-    net(mx.nd.zeros((1, 3, SIZE, SIZE)))
+    net, _ = unit_scale_net(MODEL, SIZE)
     reader = open_reader('digits', SIZE, num_images=args.calib_images)
     calib = reader.batches
     result = {'model': MODEL, 'input_size': SIZE, 'threads': args.threads, 'runs': args.runs,
-              'cpu': cpu_model(), 'cpu_int8_flags': _cpu_flags(),
+              'cpu': machine()['cpu'], 'cpu_int8_flags': _cpu_flags(),
               'load_average_at_start': os.getloadavg(),
               'onnxruntime': ort.__version__, 'mxnet': mx.__version__}
     with tempfile.TemporaryDirectory(prefix='bench-int8-') as folder:
