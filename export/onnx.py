@@ -19,7 +19,8 @@ import mxnet as mx
 import numpy as np
 
 from nas.errors import DependencyError, ExportError
-from .mxnet_symbol import staged_files, trace
+from nas.atomic import atomic_paths
+from .mxnet_symbol import trace
 
 __all__ = ['SUPPORTED_OPSETS', 'ExportReport', 'export_onnx', 'check_opset', 'graph_passes',
            'drop_initializer_inputs', 'convert_opset', 'make_batch_dynamic', 'remove_identity',
@@ -61,7 +62,8 @@ def export_onnx(net, path, input_shape, opset=13, dynamic_batch=False, ctx=mx.cp
     _import_onnx()  # fail before tracing when onnx is missing
     check_opset(opset)
     passes = graph_passes(opset, dynamic_batch, shuffle, channel_block)  # checks the options
-    with staged_files(path) as (temp,):  # first, so that an unwritable path fails fast
+    # first, so that an unwritable path fails fast
+    with atomic_paths(path, error=ExportError) as (temp,):
         sym, params = trace(net, input_shape, ctx)
         model = _convert(sym, params, input_shape)
         for graph_pass in passes:
@@ -117,6 +119,9 @@ def _convert(sym, params, input_shape):
         raw = os.path.join(folder, 'raw.onnx')
         try:
             mx.onnx.export_model(sym, params, [tuple(input_shape)], np.float32, raw)
+        except OSError as err:
+            raise ExportError("cannot write the ONNX converter's scratch file in %s: %s"
+                              % (folder, err.strerror or err)) from err
         except Exception as err:  # third-party converter: any failure means "cannot export"
             raise ExportError("MXNet's ONNX converter cannot convert this network: %s: %s"
                               % (type(err).__name__, err)) from err

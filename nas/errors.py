@@ -6,7 +6,7 @@ any other exception is a bug and keeps its traceback.
 
 __all__ = ['OneShotError', 'ArchError', 'UnknownModelError', 'WeightsError', 'DataError',
            'ExportError', 'QuantizationError', 'ProfilingError', 'TrainingError',
-           'SearchError', 'DependencyError']
+           'SearchError', 'DependencyError', 'error_reason']
 
 
 class OneShotError(Exception):
@@ -51,3 +51,12 @@ class TrainingError(OneShotError):
 
 class SearchError(OneShotError):
     """A search cannot proceed (infeasible constraints, wrong supernet, ...)."""
+
+
+def error_reason(err):
+    """The informative line of an exception's text. MXNet's errors start with a Python and a
+    C++ stack trace; the line that says what failed ('Check failed: ...') comes last."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()
+             and not line.strip().startswith(('Traceback', 'File ', '[bt]', 'Stack trace'))]
+    checks = [line for line in lines if 'Check failed' in line or 'Error' in line[:20]]
+    return (checks or lines or [type(err).__name__])[-1][:200]

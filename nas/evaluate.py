@@ -5,7 +5,14 @@ import numpy as np
 from .bn_recal import batchnorms, recalibrate_bn
 from .network import channel_mask
 
-__all__ = ['topk_accuracy', 'PathEvaluator']
+__all__ = ['topk_hits', 'topk_accuracy', 'PathEvaluator']
+
+
+def topk_hits(logits, labels, ks=(1, 5)):
+    """How many rows of ``logits`` (numpy, N x classes) rank their label in the top k, per k."""
+    ranked = np.argsort(-logits, axis=1)
+    labels = np.asarray(labels).astype(int)[:, None]
+    return np.array([(ranked[:, :k] == labels).any(axis=1).sum() for k in ks])
 
 
 def topk_accuracy(forward, batches, ks=(1, 5)):
@@ -13,12 +20,8 @@ def topk_accuracy(forward, batches, ks=(1, 5)):
     correct = np.zeros(len(ks))
     total = 0
     for data, label in batches:
-        logits = forward(data).asnumpy()
-        label = label.asnumpy().astype(int) if isinstance(label, mx.nd.NDArray) else \
-            np.asarray(label).astype(int)
-        ranked = np.argsort(-logits, axis=1)
-        for i, k in enumerate(ks):
-            correct[i] += (ranked[:, :k] == label[:, None]).any(axis=1).sum()
+        label = label.asnumpy() if isinstance(label, mx.nd.NDArray) else np.asarray(label)
+        correct += topk_hits(forward(data).asnumpy(), label, ks)
         total += len(label)
     if total == 0:
         raise ValueError('no evaluation batches')

@@ -9,9 +9,9 @@ the output block. Tables are cached as JSON under ``$MXNET_HOME/oneshot_nas/look
 import json
 import logging
 import os
-import tempfile
 import time
 
+from .atomic import write_json
 from .counting import count_ops, trace_net
 from .errors import ArchError
 from .network import OneShotNet
@@ -158,16 +158,8 @@ class LookupTable:
 
     def save(self, path, millions=False):
         """Write the table atomically (a reader never sees half a file)."""
-        directory = os.path.dirname(os.path.abspath(path))
-        os.makedirs(directory, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix='.tmp-', suffix='.json', dir=directory)
-        try:
-            with os.fdopen(fd, 'w') as handle:
-                json.dump(self.to_dict(millions), handle)
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        write_json(path, self.to_dict(millions))
 
     def cost(self, arch):
         """(FLOPs, params) of ``arch``: stem + head + one table entry per position."""

@@ -1,17 +1,13 @@
-"""Reading and writing weight files safely.
+"""Reading weight files safely (``nas.atomic.save_params`` writes them).
 
 Files are read with ``mx.nd.load`` (a plain tensor format: nothing in them is executed) and every
-tensor is checked against the network before anything is loaded; files are written through a
-temp file and a rename so that a crash never leaves half a file.
+tensor is checked against the network before anything is loaded.
 """
-import os
-import tempfile
-
 import mxnet as mx
 
-from .errors import WeightsError
+from .errors import WeightsError, error_reason
 
-__all__ = ['load_params_checked', 'save_params_atomic']
+__all__ = ['load_params_checked']
 
 
 def _load_ndarrays(path):
@@ -19,17 +15,10 @@ def _load_ndarrays(path):
         loaded = mx.nd.load(path)
     except (mx.base.MXNetError, OSError, ValueError) as err:
         raise WeightsError('cannot read weights file %s: it is truncated or not an MXNet '
-                           '.params file (%s)' % (path, _reason(err))) from None
+                           '.params file (%s)' % (path, error_reason(err))) from None
     if not isinstance(loaded, dict) or not loaded:
         raise WeightsError('weights file %s holds no named parameters' % path)
     return {k.split(':', 1)[-1]: v for k, v in loaded.items()}  # drop arg:/aux: prefixes
-
-
-def _reason(err):
-    """The informative line of an MXNet error (its text starts with a C++ stack trace)."""
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()
-             and not line.strip().startswith(('Traceback', 'File ', '[bt]', 'Stack trace'))]
-    return (lines[-1] if lines else type(err).__name__)[:200]
 
 
 def _match_params(net, loaded, path):
@@ -68,14 +57,3 @@ def load_params_checked(net, path, ctx=None):
     return net
 
 
-def save_params_atomic(net, path):
-    """``net.save_parameters`` through a temp file so a crash never leaves half a file."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix='.tmp-', suffix='.params', dir=directory)
-    os.close(fd)
-    try:
-        net.save_parameters(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)

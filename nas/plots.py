@@ -1,6 +1,5 @@
 """PNG plots people read instead of tables (matplotlib, headless)."""
-import os
-import tempfile
+from .atomic import atomic_paths
 
 __all__ = ['new_figure', 'save_figure', 'plot_pareto']
 
@@ -20,17 +19,12 @@ def new_figure(ncols=1, width=6.0, height=4.5):
 def save_figure(fig, path):
     """Save atomically (temp + rename) and close."""
     import matplotlib.pyplot as plt
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix='.tmp-', suffix='.png', dir=directory)
-    os.close(fd)
     try:
-        fig.tight_layout()
-        fig.savefig(tmp, dpi=110)
-        os.replace(tmp, path)
+        with atomic_paths(path) as (temp,):
+            fig.tight_layout()
+            fig.savefig(temp, dpi=110, format='png')
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return path
 
 

@@ -5,7 +5,6 @@ so it is the same loop whatever measures accuracy or cost. Its state (population
 candidate, RNG state) is written after each generation, so ``resume=True`` continues a killed run
 and ends with the same result as an uninterrupted one.
 """
-import csv
 import json
 import logging
 import os
@@ -13,6 +12,7 @@ import random
 from dataclasses import dataclass, asdict
 from typing import Callable, Dict, List, Optional
 
+from .atomic import write_csv, write_json
 from .errors import SearchError
 from .space import Arch, NUM_BLOCKS, NUM_POSITIONS, NUM_SCALES, SearchSpace
 
@@ -194,7 +194,7 @@ class _Run:
         state = {'config': _config_dict(self.config), 'generation': self.generation,
                  'population': self.population, 'rng': _rng_state_to_json(self.sampler.rng),
                  'history': [asdict(c) for c in self.history]}
-        _write_json(os.path.join(self.out_dir, STATE_FILE), state)
+        write_json(os.path.join(self.out_dir, STATE_FILE), state, error=SearchError, indent=1)
 
     def score(self, arch):
         """Top-1 of ``arch``; each architecture is evaluated once per run."""
@@ -215,13 +215,6 @@ def _config_dict(config):
     for key in ('fixed_blocks', 'fixed_channels'):
         data[key] = list(data[key]) if data[key] is not None else None
     return data
-
-
-def _write_json(path, data):
-    tmp = '%s.tmp-%d' % (path, os.getpid())
-    with open(tmp, 'w') as handle:
-        json.dump(data, handle, indent=1)
-    os.replace(tmp, path)
 
 
 def _random_search(run, progress):
@@ -290,16 +283,13 @@ def run_search(space, config, constraints, cost, evaluate, out_dir, resume=False
 
 def _write_results(out_dir, history, top):
     keys = sorted({k for c in history for k in c.costs})
-    tmp = os.path.join(out_dir, '.candidates.csv.tmp')
-    with open(tmp, 'w', newline='') as handle:
-        writer = csv.writer(handle)
-        writer.writerow(['order', 'generation', 'arch', 'top1'] + keys)
-        for c in history:
-            writer.writerow([c.order, c.generation, c.arch, '%.6f' % c.top1]
-                            + [c.costs.get(k) for k in keys])
-    os.replace(tmp, os.path.join(out_dir, 'candidates.csv'))
-    _write_json(os.path.join(out_dir, 'candidates.json'), [asdict(c) for c in history])
-    _write_json(os.path.join(out_dir, 'topk.json'), [asdict(c) for c in top])
+    write_csv(os.path.join(out_dir, 'candidates.csv'),
+              ['order', 'generation', 'arch', 'top1'] + keys,
+              [[c.order, c.generation, c.arch, '%.6f' % c.top1] + [c.costs.get(k) for k in keys]
+               for c in history], error=SearchError)
+    for name, candidates in (('candidates.json', history), ('topk.json', top)):
+        write_json(os.path.join(out_dir, name), [asdict(c) for c in candidates],
+                   error=SearchError, indent=1)
 
 
 def rank_key(candidate):

@@ -6,10 +6,10 @@ import dataclasses
 import json
 import math
 import numbers
-import os
 from dataclasses import dataclass, field, asdict
 from typing import Tuple
 
+from .atomic import write_json
 from .errors import ArchError
 
 __all__ = ['BLOCK_NAMES', 'CHANNEL_SCALES', 'LAYOUTS', 'STAGE_REPEATS', 'NUM_POSITIONS',
@@ -156,10 +156,7 @@ class Arch:
 
     def save(self, path):
         """Write the architecture JSON atomically."""
-        tmp = '%s.tmp-%d' % (path, os.getpid())
-        with open(tmp, 'w') as handle:
-            json.dump(self.to_dict(), handle, indent=2)
-        os.replace(tmp, path)
+        write_json(path, self.to_dict(), error=ArchError, indent=2)
 
     @classmethod
     def load(cls, path):

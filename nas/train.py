@@ -38,12 +38,12 @@ import mxnet as mx
 import numpy as np
 from mxnet import autograd, gluon
 
+from .atomic import save_params, write_text
 from .bn_recal import recalibrate_bn
 from .data import make_loader
 from .errors import DataError, TrainingError
 from .evaluate import topk_accuracy
 from .network import OneShotNet, channel_mask
-from .params_io import save_params_atomic
 from .sampler import UniformSampler
 from .schedule import learning_rate
 
@@ -119,10 +119,8 @@ def train_subnet(arch, train_set, val_set, run_dir, config=TrainConfig(), ctx=No
     result = train(net, train_set, val_set, run_dir, config, ctx=ctx, kvstore=kvstore,
                    resume=resume, progress=progress, hybridize=True)
     if result.rank == 0:
-        for path, writer in (('model.params', lambda p: save_params_atomic(net, p)),
-                             ('arch.json', arch.save)):
-            with _writing(os.path.join(run_dir, path)) as target:
-                writer(target)
+        save_params(net, os.path.join(run_dir, 'model.params'), error=TrainingError)
+        arch.save(os.path.join(run_dir, 'arch.json'))
     return result
 
 
@@ -136,9 +134,9 @@ def train_supernet(space, train_set, val_set, run_dir, config=TrainConfig(), sam
     result = train(net, train_set, val_set, run_dir, config, sampler=sampler, ctx=ctx,
                    kvstore=kvstore, resume=resume, progress=progress)
     if result.rank == 0:
-        with _writing(os.path.join(run_dir, 'supernet.params')) as target:
-            save_params_atomic(net, target)
-        _write_atomic(os.path.join(run_dir, 'space.json'), json.dumps(asdict(space)))
+        save_params(net, os.path.join(run_dir, 'supernet.params'), error=TrainingError)
+        write_text(os.path.join(run_dir, 'space.json'), json.dumps(asdict(space)),
+                   error=TrainingError)
     return result
 
 
@@ -581,24 +579,11 @@ def _dump_json(path, data):
 
 @contextlib.contextmanager
 def _writing(path):
-    """Turn an OSError while writing ``path`` into a one-line TrainingError."""
+    """Turn an OSError while appending to ``path`` into a one-line TrainingError."""
     try:
         yield path
     except OSError as err:
         raise TrainingError('cannot write %s: %s' % (path, err.strerror or err)) from None
-
-
-def _write_atomic(path, text):
-    """Write ``text`` through a temp file in the same directory and a rename."""
-    with _writing(path):
-        fd, tmp = tempfile.mkstemp(prefix='.tmp-', dir=os.path.dirname(os.path.abspath(path)))
-        try:
-            with os.fdopen(fd, 'w') as handle:
-                handle.write(text)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
 
 
 def read_metrics(path):
@@ -622,7 +607,7 @@ class _MetricsLog:
             kept = [r for r in read_metrics(self.path)
                     if (r['kind'] == 'step' and r['step'] <= position['step'])
                     or (r['kind'] == 'epoch' and r['epoch'] < position['epoch'])]
-        _write_atomic(self.path, ''.join(json.dumps(r) + '\n' for r in kept))
+        write_text(self.path, ''.join(json.dumps(r) + '\n' for r in kept), error=TrainingError)
         self._records = kept
 
     def epochs(self):

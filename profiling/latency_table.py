@@ -20,10 +20,10 @@ from mxnet.gluon.block import HybridBlock
 
 from export.mxnet_symbol import export_mxnet
 from export.onnx import export_onnx
+from nas.atomic import write_json
 from nas.errors import ProfilingError
 from nas.network import OneShotNet
 from nas.space import Arch, SearchSpace, NUM_BLOCKS, NUM_POSITIONS, NUM_SCALES
-from zoo.store import _write_json_atomic
 from .timing import (check_counts, check_runtime, cpu_model, run_mxnet_jobs, runtime_version,
                      summarize, time_onnx)
 
@@ -130,7 +130,7 @@ def measure_latency_table(space=None, runtime='onnxruntime', threads=2, batch_si
                 p, b, c = entry
                 latency['nas_block'][p][b][c] = value
             if path:
-                _write_json_atomic(path, table)
+                write_json(path, table, error=ProfilingError, indent=2, sort_keys=True)
             if progress is not None:
                 progress.update(1)
         measurer.run(parts, blocks, config['flush_bytes'], store)

@@ -7,7 +7,6 @@ nodes carry the MACs of their convolution). Both runtimes name their nodes after
 whose prefixes are the Gluon blocks' prefixes: that gives every op its block (stem, units.<i>,
 head). MACs are the counter's per-layer figures (``nas.counting``, SPEC §6.1).
 """
-import csv
 import json
 import os
 import statistics
@@ -19,10 +18,10 @@ from mxnet.gluon import nn
 
 from export.mxnet_symbol import INPUT_NAME, export_mxnet
 from export.onnx import export_onnx
+from nas.atomic import write_csv, write_json
 from nas.counting import count_ops, trace_net
 from nas.errors import ProfilingError
 from nas.network import OneShotNet
-from zoo.store import _write_json_atomic
 from .timing import (Timing, check_counts, check_runtime, cpu_model, random_input,
                      run_mxnet_jobs, ort_session, runtime_version, summarize, time_runs)
 
@@ -123,27 +122,17 @@ class OpProfile:
                 'rows': [dict(asdict(row), out_shape=list(row.out_shape)) for row in self.rows]}
 
     def write_json(self, path):
-        _write_json_atomic(path, self.to_dict())
+        write_json(path, self.to_dict(), error=ProfilingError, indent=2, sort_keys=True)
         return path
 
     def write_csv(self, path):
         """One line per operator; the columns are OpRow's fields."""
         names = list(OpRow.__dataclass_fields__)
-        folder = os.path.dirname(os.path.abspath(path))
-        handle, temp = tempfile.mkstemp(prefix='.csv-', dir=folder)
-        try:
-            with os.fdopen(handle, 'w', newline='') as stream:
-                writer = csv.writer(stream)
-                writer.writerow(names)
-                for row in self.rows:
-                    values = asdict(row)
-                    values['out_shape'] = 'x'.join(map(str, row.out_shape))
-                    writer.writerow([values[name] for name in names])
-            os.replace(temp, path)
-        finally:
-            if os.path.exists(temp):
-                os.remove(temp)
-        return path
+        rows = []
+        for row in self.rows:
+            values = dict(asdict(row), out_shape='x'.join(map(str, row.out_shape)))
+            rows.append([values[name] for name in names])
+        return write_csv(path, names, rows, error=ProfilingError)
 
 
 # --------------------------------------------------------------------------------------------

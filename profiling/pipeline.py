@@ -11,6 +11,7 @@ from dataclasses import dataclass, asdict
 
 from export.merge_bn import merge_bn
 from export.onnx import export_onnx
+from nas.atomic import write_text
 from nas.data import open_dataset
 from nas.search import Constraints, SearchConfig
 from nas.sampler import UniformSampler
@@ -202,8 +203,7 @@ def _write_report(out_dir, s):
                                                 s['micronet'][8], s['micronet']['int8_onnx']),
               '', '## Step times (s)', '']
     lines += ['- %s: %.1f' % (k, v) for k, v in s['seconds'].items()]
-    with open(os.path.join(out_dir, 'report.md'), 'w') as handle:
-        handle.write('\n'.join(lines) + '\n')
+    write_text(os.path.join(out_dir, 'report.md'), '\n'.join(lines) + '\n')
 
 
 def _pct(value):

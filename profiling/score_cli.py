@@ -1,11 +1,11 @@
 """``nas-score``: FLOPs/params (SPEC §6.1), the Σ normalised score (§6.3) and the MicroNet score
 (§6.4) of a zoo model, an architecture JSON, a gluoncv model or an ONNX file."""
-import csv
 import json
 
 import click
 
 from nas._cli import handle_errors
+from nas.atomic import write_csv
 from nas.counting import count_model
 from zoo import resolve_model
 from .scores import REFERENCE_MODELS, micronet_score, normalized_score
@@ -69,12 +69,9 @@ def flops_command(model, input_size, root, as_json, per_layer, csv_path):
     net, shape = _load(model, input_size, root)
     report = count_model(net, shape)
     if csv_path:
-        with open(csv_path, 'w', newline='') as handle:
-            writer = csv.writer(handle)
-            writer.writerow(['name', 'op_type', 'out_shape', 'flops', 'params'])
-            for row in report.layers:
-                writer.writerow([row.name, row.op_type, _shape_text(row.out_shape), row.flops,
-                                 row.params])
+        write_csv(csv_path, ['name', 'op_type', 'out_shape', 'flops', 'params'],
+                  [[row.name, row.op_type, _shape_text(row.out_shape), row.flops, row.params]
+                   for row in report.layers])
     if as_json:
         data = {'model': model, 'input_shape': list(shape) if shape else None,
                 'flops': report.flops, 'params': report.params}

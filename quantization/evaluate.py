@@ -15,6 +15,7 @@ import numpy as np
 from export.mxnet_symbol import INPUT_NAME
 from nas.data import make_loader, open_dataset
 from nas.errors import QuantizationError
+from nas.evaluate import topk_hits
 from .mxnet_int8 import conv_groups, prepare_mxnet
 from .ort_int8 import model_input
 
@@ -122,7 +123,7 @@ def _compare(fp32_run, int8_run, fp32_layers, int8_layers, names, batches, layer
     for images, labels in batches:
         logits = [fp32_run(images), int8_run(images)]
         for i, out in enumerate(logits):
-            hits[i] += _topk_hits(out, labels)
+            hits[i] += topk_hits(out, labels)
         agree += int((logits[0].argmax(1) == logits[1].argmax(1)).sum())
         count += len(labels)
         if names and seen < layer_images:
@@ -140,12 +141,6 @@ def _compare(fp32_run, int8_run, fp32_layers, int8_layers, names, batches, layer
                       top1_int8=hits[1, 0] / count, top5_int8=hits[1, 1] / count,
                       agreement=agree / count, layers=layers, size_fp32_bytes=int(size_fp32),
                       size_int8_bytes=int(size_int8))
-
-
-def _topk_hits(logits, labels):
-    k = min(5, logits.shape[1])
-    top = np.argsort(-logits, axis=1)[:, :k]
-    return np.array([(top[:, 0] == labels).sum(), (top == labels[:, None]).any(1).sum()])
 
 
 def _symbol_runner(outputs, block, ctx):

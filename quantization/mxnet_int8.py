@@ -28,8 +28,9 @@ import numpy as np
 from mxnet.contrib.quantization import quantize_net_v2
 
 from export.merge_bn import merge_bn
-from export.mxnet_symbol import INPUT_NAME, staged_files, symbol_block, trace
-from nas.errors import QuantizationError
+from export.mxnet_symbol import INPUT_NAME, symbol_block, trace
+from nas.atomic import atomic_paths
+from nas.errors import QuantizationError, error_reason
 from .calib import MXNET_CALIB_MODES, ProgressIter, check_choice, read_batches
 from .report import LayerQuant, QuantReport, match_layers, report_json, sidecar_path
 
@@ -76,7 +77,7 @@ def quantize_mxnet(net, reader, input_shape, calib_mode='naive', exclude=(),
                                calib_data=ProgressIter(batches, on_batch), ctx=ctx, logger=_log)
     except mx.base.MXNetError as err:
         raise QuantizationError('MXNet cannot quantize this network: %s'
-                                % _first_line(err)) from err
+                                % error_reason(err)) from err
     qnet = _relu_ranges(qnet)
     _smoke_test(qnet, batches[0], quantized_dtype, ctx)
     notes = ('weights are stored FP32 and quantized by MKL-DNN when the graph first runs',) + (
@@ -185,16 +186,10 @@ def _smoke_test(qnet, batch, quantized_dtype, ctx):
     except mx.base.MXNetError as err:
         raise QuantizationError(
             "MXNet 1.9.1 cannot run this network quantized to %s: %s; use quantized_dtype 'int8'"
-            % (quantized_dtype, _first_line(err))) from err
+            % (quantized_dtype, error_reason(err))) from err
     if not np.isfinite(out).all():
         raise QuantizationError('the %s network produces NaN or infinite outputs; check the '
                                 'calibration data' % quantized_dtype)
-
-
-def _first_line(err):
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    checks = [line for line in lines if 'Check failed' in line or 'Error' in line[:20]]
-    return (checks or lines or [type(err).__name__])[-1]
 
 
 def _report(qnet, convs, groups, reasons, calib_mode, quantized_dtype, num_images, notes):
@@ -236,7 +231,7 @@ def save_mxnet_int8(qnet, prefix, report):
     tagged = {('aux:' if name in aux else 'arg:') + name: param.data().as_in_context(mx.cpu())
               for name, param in qnet.collect_params().items()}
     paths = ('%s-symbol.json' % prefix, '%s-0000.params' % prefix, sidecar_path(prefix))
-    with staged_files(*paths) as (sym_temp, params_temp, sidecar_temp):
+    with atomic_paths(*paths, error=QuantizationError) as (sym_temp, params_temp, sidecar_temp):
         qsym.save(sym_temp)
         mx.nd.save(params_temp, tagged)
         with open(sidecar_temp, 'w') as handle:

@@ -25,7 +25,7 @@ import tempfile
 
 import numpy as np
 
-from export.mxnet_symbol import staged_files
+from nas.atomic import atomic_paths
 from nas.errors import DependencyError, QuantizationError
 from .calib import ORT_CALIB_METHODS, ArrayReader, check_choice, read_batches
 from .report import LayerQuant, QuantReport, match_layers, report_json, sidecar_path
@@ -129,7 +129,7 @@ def quantize_ort(onnx_in, onnx_out, reader, calibrate='minmax', per_channel=True
                               input_shape=list(input_shape)),
                          _runtime_ops(data, folder))
     paths = (str(onnx_out), sidecar_path(onnx_out))
-    with staged_files(*paths) as (model_temp, sidecar_temp):
+    with atomic_paths(*paths, error=QuantizationError) as (model_temp, sidecar_temp):
         with open(model_temp, 'wb') as handle:
             handle.write(data)
         with open(sidecar_temp, 'w') as handle:

@@ -29,6 +29,24 @@ def randomize_bn(net, seed=0):
     return net
 
 
+def digits_images(size, count, offset=0):
+    """Real images: the embedded digits' validation split, evaluation transform, NCHW float32."""
+    from nas.data import eval_transform, load_digits
+    images, _ = load_digits(size, 'val')
+    return np.stack([eval_transform(img, size) for img in images[offset:offset + count]])
+
+
+def image_statistics(net, images, seed=0, forward=None):
+    """Random BN affine parameters, then BN statistics estimated on ``images``. With random
+    statistics alone, activations shrink or blow up through 20 units and the output stops
+    depending on the input; estimated ones keep every layer at unit scale. ``forward`` picks
+    a supernet path (``nas.bn_recal.recalibrate_bn``)."""
+    from nas.bn_recal import recalibrate_bn
+    randomize_bn(net, seed)
+    recalibrate_bn(net, [mx.nd.array(images)], forward=forward)
+    return net
+
+
 @pytest.fixture
 def tiny_arch():
     """A seeded random subnet at 32x32 with 10 classes, SE + efficient last conv."""

@@ -6,10 +6,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import randomize_bn
-from nas.bn_recal import recalibrate_bn
+from conftest import digits_images, image_statistics
 from export.cli import main
-from nas.params_io import save_params_atomic
+from nas.atomic import save_params
 from nas.space import Arch
 
 onnx = pytest.importorskip('onnx')
@@ -30,13 +29,11 @@ def _weights(tmp_path, arch, seed=0):
     net = OneShotNet(arch)
     mx.random.seed(seed)
     net.initialize()
-    randomize_bn(net, seed)
-    # statistics estimated on images, so that activations keep their scale through 20 units
-    recalibrate_bn(net, [mx.nd.array(_x(64, offset=100))])
+    image_statistics(net, _x(64, offset=100), seed)
     # logits of unit scale that depend on the image (the default classifier init is N(0, 0.01))
     net.output.weight.set_data(mx.nd.random.normal(scale=0.3, shape=net.output.weight.shape))
     path = str(tmp_path / ('w%d.params' % seed))
-    save_params_atomic(net, path)
+    save_params(net, path)
     return net, path
 
 
@@ -51,10 +48,7 @@ def _onnx_out(path, x):
 
 
 def _x(batch=1, offset=0):
-    """Real images: the embedded digits, evaluation transform."""
-    from nas.data import eval_transform, load_digits
-    images, _ = load_digits(SIZE, 'val')
-    return np.stack([eval_transform(img, SIZE) for img in images[offset:offset + batch]])
+    return digits_images(SIZE, batch, offset)
 
 
 def _assert_error(result, fragment, tmp_path, before):

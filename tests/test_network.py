@@ -7,7 +7,7 @@ from nas.network import OneShotNet, channel_mask
 from nas.space import SearchSpace
 from nas.subnet import extract_subnet
 from zoo import get_card, get_model, list_models
-from conftest import randomize_bn, SE_PLUS
+from conftest import SE_PLUS, digits_images, image_statistics, randomize_bn
 
 SUBNETS = [n for n in list_models() if get_card(n).arch is not None]
 
@@ -54,36 +54,53 @@ def test_supernet_path_equals_extracted_zoo_subnet():
     arch = get_card('oneshot_s_plus').arch.with_space(input_size=32, classes=10)
     supernet = OneShotNet(space=arch.space)
     supernet.initialize()
-    randomize_bn(supernet)
+    mask = channel_mask(arch.space, arch.channels)
+    supernet(mx.nd.zeros((1, 3, 32, 32)), arch.blocks, mask)
+    image_statistics(supernet, digits_images(32, 64, offset=100),
+                     forward=lambda x: supernet(x, arch.blocks, mask))
     # a classifier with real weight scale, so that the comparison is not on near-zero logits
     supernet.output.weight.set_data(mx.nd.random.normal(shape=supernet.output.weight.shape))
-    x = mx.nd.random.uniform(shape=(2, 3, 32, 32))
-    path_out = supernet(x, arch.blocks, channel_mask(arch.space, arch.channels)).asnumpy()
+    x = mx.nd.array(digits_images(32, 2))
+    path_out = supernet(x, arch.blocks, mask).asnumpy()
     subnet = extract_subnet(supernet, arch)
     zoo_shapes = {k: p.shape for k, p in get_model('oneshot_s_plus', input_size=32, classes=10)
                   ._collect_params_with_prefix().items()}
     assert {k: p.shape for k, p in subnet._collect_params_with_prefix().items()} == zoo_shapes
     np.testing.assert_allclose(subnet(x).asnumpy(), path_out, atol=1e-5, rtol=1e-5)
     assert np.abs(path_out).max() > 0.1
+    # the two images give different logits: the comparison is not between constants
+    assert np.abs(path_out[0] - path_out[1]).max() > 1e-3 * np.abs(path_out).max()
 
 
 def test_masked_channels_do_not_leak(tiny_arch):
     """Changing weights of masked-off channels must not change the path output (SPEC §2.2)."""
     supernet = OneShotNet(space=tiny_arch.space)
     supernet.initialize()
-    randomize_bn(supernet)
-    x = mx.nd.random.uniform(shape=(1, 3, 32, 32))
     mask = channel_mask(tiny_arch.space, tiny_arch.channels)
+    supernet(mx.nd.zeros((1, 3, 32, 32)), tiny_arch.blocks, mask)
+    image_statistics(supernet, digits_images(32, 64, offset=100),
+                     forward=lambda x: supernet(x, tiny_arch.blocks, mask))
+    x = mx.nd.array(digits_images(32, 1))
     before = supernet(x, tiny_arch.blocks, mask).asnumpy()
     position = int(np.argmin(tiny_arch.channels))
     unit = supernet.units[position].choices[tiny_arch.blocks[position]]
     mid = tiny_arch.mid(position)
-    for name, param in unit.collect_params().items():
-        if name.endswith('beta') and param.shape[0] > mid:
+    betas = [p for name, p in unit.collect_params().items() if name.endswith('beta')]
+    widest = max(p.shape[0] for p in betas)  # the searched (masked) layers; the output BN is
+    masked = [p for p in betas if p.shape[0] == widest]  # narrower and never masked
+    assert mid < widest and masked
+
+    def shift(channels):
+        for param in masked:
             data = param.data().asnumpy()
-            data[mid:] += 5.0
+            data[channels] += 5.0
             param.set_data(mx.nd.array(data))
-    np.testing.assert_allclose(supernet(x, tiny_arch.blocks, mask).asnumpy(), before, atol=1e-6)
+        return supernet(x, tiny_arch.blocks, mask).asnumpy()
+
+    np.testing.assert_allclose(shift(slice(mid, None)), before, atol=1e-6)
+    # the control: the same change on kept channels does reach the output
+    after = shift(slice(0, mid))
+    assert np.abs(after - before).max() > 1e-4
 
 
 def test_supernet_needs_choices_and_subnet_refuses_them(tiny_arch):

@@ -14,6 +14,7 @@ from typing import Optional
 
 import mxnet as mx
 
+from nas.atomic import write_json
 from nas.errors import ArchError, UnknownModelError, WeightsError
 from nas.network import OneShotNet
 from nas.params_io import load_params_checked
@@ -182,7 +183,7 @@ def register_model(name, arch, root=None, description='', extra=None, overwrite=
     os.makedirs(directory, exist_ok=True)
     data = dict(arch.to_dict(), name=name, description=description, source='user')
     data.update(extra or {})
-    store._write_json_atomic(path, data)
+    write_json(path, data, error=ArchError, indent=2, sort_keys=True)
     return path
 
 

@@ -9,9 +9,8 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 
-
+from nas.atomic import temp_beside, write_json
 from nas.errors import WeightsError
 from nas.params_io import load_params_checked
 
@@ -47,14 +46,6 @@ def _read_manifest(root):
     return data if isinstance(data, dict) else {}
 
 
-def _write_json_atomic(path, data):
-    directory = os.path.dirname(path) or '.'
-    fd, tmp = tempfile.mkstemp(prefix='.tmp-', dir=directory)
-    with os.fdopen(fd, 'w') as handle:
-        json.dump(data, handle, indent=2, sort_keys=True)
-    os.replace(tmp, path)
-
-
 def _file_name(name, sha1):
     return '%s-%s.params' % (name, sha1[:8])
 
@@ -87,16 +78,11 @@ def store_weights(net, name, path, root=None):
         raise WeightsError('weights file %s does not exist' % path)
     load_params_checked(net, path)
     os.makedirs(root, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix='.tmp-', suffix='.params', dir=root)
-    os.close(fd)
-    try:
-        net.save_parameters(tmp)  # canonical names, whatever layout the file had
-        sha1 = sha1_of(tmp)
+    with temp_beside(os.path.join(root, name + '.params'), error=WeightsError) as temp:
+        net.save_parameters(temp)  # canonical names, whatever layout the file had
+        sha1 = sha1_of(temp)
         target = os.path.join(root, _file_name(name, sha1))
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        os.replace(temp, target)
     manifest = _read_manifest(root)
     old = manifest.get(name)
     if old and old != sha1:
@@ -104,7 +90,8 @@ def store_weights(net, name, path, root=None):
         if os.path.exists(old_path):
             os.remove(old_path)
     manifest[name] = sha1
-    _write_json_atomic(os.path.join(root, MANIFEST), manifest)
+    write_json(os.path.join(root, MANIFEST), manifest, error=WeightsError, indent=2,
+               sort_keys=True)
     log.info('stored %s as %s', name, target)
     return target
 

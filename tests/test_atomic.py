@@ -1,0 +1,74 @@
+"""Writes are all or nothing: a failure part-way leaves the previous file (or none) and no
+temporary behind, and it surfaces as one error line from the CLIs."""
+import os
+import resource
+import subprocess
+import sys
+
+import pytest
+
+from nas.atomic import OutputError, atomic_paths, write_json, write_text
+
+
+def _listing(folder):
+    return sorted(os.listdir(folder))
+
+
+def test_written_file_follows_the_umask_and_leaves_no_temporary(tmp_path):
+    path = tmp_path / 'a.json'
+    write_json(str(path), {'x': 1})
+    assert path.read_text() == '{"x": 1}'
+    assert _listing(tmp_path) == ['a.json']
+    mask = os.umask(0)
+    os.umask(mask)
+    assert os.stat(path).st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_failure_while_writing_keeps_the_previous_file(tmp_path):
+    path = tmp_path / 'state.txt'
+    write_text(str(path), 'old')
+    with pytest.raises(RuntimeError):
+        with atomic_paths(str(path)) as (temp,):
+            with open(temp, 'w') as handle:
+                handle.write('half of the new')
+            raise RuntimeError('killed part-way')
+    assert path.read_text() == 'old'
+    assert _listing(tmp_path) == ['state.txt']
+
+
+def test_a_set_of_files_is_placed_all_or_none(tmp_path):
+    good = tmp_path / 'model-symbol.json'
+    bad = tmp_path / 'occupied'
+    bad.mkdir()  # renaming a file onto a directory fails after the first file was placed
+    with pytest.raises(OutputError, match='cannot write'):
+        with atomic_paths(str(good), str(bad)) as temps:
+            for temp in temps:
+                open(temp, 'w').write('data')
+    assert _listing(tmp_path) == ['occupied'] and not os.listdir(bad)
+
+
+def test_missing_directory_names_the_path(tmp_path):
+    target = tmp_path / 'no' / 'such' / 'dir' / 'x.json'
+    with pytest.raises(OutputError, match='cannot write .*x.json'):
+        write_json(str(target), {})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('kind,name', [('--onnx', 'net.onnx'), ('--mxnet', 'net')])
+def test_cli_write_cut_off_by_a_full_disk_leaves_nothing(tmp_path, kind, name):
+    """A file-size limit makes the write fail part-way, as a full disk would."""
+    out = tmp_path / name
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (256 * 1024, 256 * 1024))
+
+    done = subprocess.run(
+        [sys.executable, '-c', 'from export.cli import main; main()', kind, 'oneshot',
+         '--input-size', '32', '-o', str(out)],
+        preexec_fn=limit, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr[-2000:]
+    lines = [line for line in done.stderr.splitlines() if line.startswith('error:')]
+    assert len(lines) == 1 and 'cannot write' in lines[0], done.stderr
+    assert 'File too large' in lines[0] or 'Check failed' in lines[0], lines
+    assert 'Traceback' not in done.stderr
+    assert _listing(tmp_path) == []
