@@ -1,0 +1,80 @@
+"""The benchmark of record (bench/run_all.py) runs end to end and marks its goals from its own
+figures; a tiny input size and one timed run keep it short (the figures are not checked here)."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'bench')
+
+
+@pytest.fixture(scope='module')
+def smoke(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp('bench') / 'results')
+    done = subprocess.run(
+        [sys.executable, 'run_all.py', '--models', 'oneshot_s_plus', 'mobilenetv3_large',
+         '--input-size', '32', '--runs', '2', '--runs32', '1', '--calib-images', '8',
+         '--skip', 'counting', 'train', 'predictor', 'search', '--out', out],
+        cwd=BENCH, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    with open(out + '.json') as handle:
+        results = json.load(handle)
+    with open(out + '.md') as handle:
+        return results, handle.read()
+
+
+@pytest.mark.slow
+def test_every_model_has_every_runtime(smoke):
+    results, text = smoke
+    models = results['deployment']['models']
+    assert list(models) == ['oneshot_s_plus', 'mobilenetv3_large']
+    for name, entry in models.items():
+        assert entry['macs'] > 0 and entry['params'] > 0
+        # INT8 scores below FP32: the graph's bit widths were read
+        assert 0 < entry['micronet_ort_int8'] < entry['micronet_fp32']
+        for runtime in ('mxnet', 'mxnet_merged_bn', 'ort_fp32', 'ort_int8', 'mxnet_int8'):
+            assert entry[runtime]['b1']['median_ms'] > 0
+            assert entry[runtime]['images_per_s'] > 0
+            share = entry[runtime]['gflops'] / results['deployment']['gemm_peak']['gflops']
+            assert entry[runtime]['peak_share'] == pytest.approx(share, abs=1e-3)
+        assert '| %s |' % name in text
+
+
+@pytest.mark.slow
+def test_goals_are_marked_from_the_measured_ratios(smoke):
+    results, text = smoke
+    paired = results['deployment']['paired']
+    rows = {row['goal']: row for row in results['goals']}
+    assert len(rows) == 7
+    for batch in ('1', '32'):
+        row = rows['OneShot-S+ / mobilenetv3_large latency, ORT FP32, batch %s' % batch]
+        value = paired['b' + batch]['oneshot_s_plus_vs_mobilenetv3_large_ort']
+        assert row['raw'] == value and row['met'] == (value <= 1.3)
+    row = rows['OneShot-S+ ORT INT8 vs FP32, batch 32']
+    assert row['met'] == (paired['b32']['oneshot_s_plus']['ort_int8_speedup'] >= 2)
+    for row in rows.values():
+        line = text.split(row['goal'])[1].splitlines()[0]
+        assert ('**met**' if row['met'] else '**not met**') in line
+
+
+def test_child_benchmark_goals_read_their_results(monkeypatch):
+    monkeypatch.syspath_prepend(BENCH)
+    for var in ('OMP_NUM_THREADS', 'MKL_NUM_THREADS', 'OPENBLAS_NUM_THREADS'):
+        monkeypatch.setenv(var, os.environ.get(var, '1'))  # restored after `common` pins them
+    from run_all import _child_goals
+    children = {
+        'counting': {'candidates_per_s': {'table: cost(arch)': 99999.0}},
+        'train': {'cases': [{'case': 'subnet', 'step_vs_subnet': 1.0},
+                            {'case': 'supernet_path', 'step_vs_subnet': 1.25}]},
+        'predictor': {'onnxruntime_t1_in224': {'predictor': {'summary': {'table': {
+            'mean_abs_rel_error': 0.08, 'max_abs_rel_error': 0.21}}}}},
+        'search': {'genetic_mean_best_top1': 0.98, 'random_mean_best_top1': 0.98,
+                   'bn_recalibration': {'mean_with': 0.9, 'mean_without': 0.1},
+                   'evaluations_per_minute': 30.0},
+        'broken': {'error': 'bench_x.py exited with 1: boom'},
+    }
+    verdicts = [(row['issue'], row['met']) for row in _child_goals(children)]
+    assert verdicts == [(4, False), (8, True), (7, True), (7, False), (9, False), (9, None),
+                        (9, None), ('-', None)]
