@@ -48,6 +48,8 @@ RUNTIMES = ('mxnet', 'mxnet_merged_bn', 'ort_fp32', 'ort_int8', 'mxnet_int8')
 RUNTIME_LABELS = {'mxnet': 'MXNet', 'mxnet_merged_bn': 'MXNet merged BN + oneDNN',
                   'ort_fp32': 'ORT FP32', 'ort_int8': 'ORT INT8', 'mxnet_int8': 'MXNet INT8'}
 BATCHES = (1, 32)
+README = os.path.join(os.path.dirname(HERE), 'README.md')
+QUOTE_START, QUOTE_END = '<!-- bench/results.md -->', '<!-- end of bench/results.md -->'
 # child benchmark: (script, extra arguments, results file)
 CHILDREN = {
     'counting': ('bench_counting.py', [], 'results_counting.json'),
@@ -277,6 +279,17 @@ def markdown(results):
     return '\n'.join(lines) + '\n'
 
 
+def quote_in_readme(text, readme=README):
+    """Put ``text`` between the README's bench markers (the README quotes the run of record)."""
+    with open(readme) as handle:
+        content = handle.read()
+    before, start, rest = content.partition(QUOTE_START)
+    _, end, after = rest.partition(QUOTE_END)
+    if not start or not end:
+        raise SystemExit('%s lacks the markers %s ... %s' % (readme, QUOTE_START, QUOTE_END))
+    write_text(readme, before + start + '\n' + text + end + after)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--runs', type=int, default=50, help='timed runs at batch 1')
@@ -288,6 +301,8 @@ def main():
                         help='child benchmarks to leave out')
     parser.add_argument('--out', default=os.path.join(HERE, 'results'),
                         help='writes OUT.json and OUT.md')
+    parser.add_argument('--no-readme', action='store_true',
+                        help='do not quote the tables in README.md')
     args = parser.parse_args()
     start = time.time()
     with tempfile.TemporaryDirectory(prefix='bench-all-') as folder:
@@ -300,6 +315,8 @@ def main():
     text = markdown(results)
     write_json(args.out + '.json', results, indent=2)
     write_text(args.out + '.md', text)
+    if not args.no_readme:
+        quote_in_readme(text)
     print(text)
     print('wrote %s.json and %s.md in %.0f s' % (args.out, args.out, time.time() - start))
 

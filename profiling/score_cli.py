@@ -7,6 +7,7 @@ import click
 from nas._cli import handle_errors
 from nas.atomic import write_csv
 from nas.counting import count_model
+from quantization.report import read_record
 from zoo import resolve_model
 from .scores import REFERENCE_MODELS, micronet_score, normalized_score
 
@@ -132,14 +133,22 @@ def normalized_command(model, input_size, root, ref, as_json):
                    'quantized ONNX file is scored at the widths in its graph.')
 @click.option('--count-shuffle', is_flag=True,
               help='Count the channel shuffle as the reference did (sparse 1x1 conv).')
+@click.option('--quant-record', type=click.Path(dir_okay=False), default=None,
+              help='A *.quant.json written by nas-quantize (e.g. of an MXNet INT8 export): score '
+                   'MODEL, the float model it was made from, at the bit widths it records.')
 @_json_option
 @handle_errors
-def micronet_command(model, input_size, root, bits, count_shuffle, as_json):
+def micronet_command(model, input_size, root, bits, count_shuffle, quant_record, as_json):
     """MicroNet challenge score of MODEL: params/6.9M + (mults + adds)/1170M (SPEC §6.4)."""
     net, shape = _load(model, input_size, root)
+    record = read_record(quant_record) if quant_record else None
+    if record is not None and bits is not None:
+        raise click.UsageError('--bits and --quant-record exclude each other: a record gives '
+                               'the bit widths')
 
     def score(scenario):
-        return micronet_score(net, shape, bits=scenario, count_shuffle=count_shuffle)
+        return micronet_score(net, shape, bits=scenario, count_shuffle=count_shuffle,
+                              quant_record=record)
     report = score(bits)
     # a float model is shown in every scenario; a quantized graph has its own widths only
     scenarios = [report] if report.bits == 'graph' else [

@@ -4,14 +4,14 @@
 ``nas`` may not import ``profiling``; it is re-exported here. The MicroNet score reads the same
 traced graph as the FLOPs counter, so a network or an ONNX file is scored without model formulas.
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Tuple, Union
 
 from nas.counting import REFERENCE_MODELS, normalized_score, trace_model
 from nas.errors import ProfilingError
 
 __all__ = ['MICRONET_PARAMS', 'MICRONET_OPS', 'MicronetLayer', 'MicronetReport',
-           'micronet_score', 'normalized_score', 'REFERENCE_MODELS']
+           'micronet_score', 'with_record_bits', 'normalized_score', 'REFERENCE_MODELS']
 
 MICRONET_PARAMS = 6.9e6  # MobileNetV2-1.4 at 32 bit, the MicroNet reference (SPEC §6.4)
 MICRONET_OPS = 1170e6
@@ -115,13 +115,36 @@ def _graph_scales(op):
                 dot_mults=max(op.weight_bits, op.act_bits) / 32, mults=op.act_bits / 32)
 
 
-def micronet_score(net_or_onnx, input_shape=None, bits=None, count_shuffle=False):
+def with_record_bits(ops, record):
+    """``ops`` with the bit widths of a quantization record on their convolutions, matched in
+    graph order (the record lists every convolution of the float graph in order). Other ops
+    keep 32 bit: both runtimes run them in float or requantize around the int8 convolutions."""
+    convs = [index for index, op in enumerate(ops) if op.kind == 'conv']
+    layers = record['layers']
+    if len(layers) != len(convs):
+        raise ProfilingError('the quantization record lists %d convolutions but this model has %d; '
+                             'score the model it was made from' % (len(layers), len(convs)))
+    if any(op.weight_bits != 32 or op.act_bits != 32 for op in ops):
+        raise ProfilingError('this graph declares its own bit widths; score it without a record')
+    ops = list(ops)
+    for index, layer in zip(convs, layers):
+        ops[index] = replace(ops[index], weight_bits=layer['weight_bits'],
+                             act_bits=layer['act_bits'])
+    return ops
+
+
+def micronet_score(net_or_onnx, input_shape=None, bits=None, count_shuffle=False,
+                   quant_record=None):
     """MicroNet score (SPEC §6.4) of a HybridBlock or an ONNX model.
 
     ``bits`` 32, 16 or 8 picks a scenario; None scores a quantized or float16 graph at the widths
-    it declares and an unquantized one at 16 bit (the MicroNet "freebie").
+    it declares and an unquantized one at 16 bit (the MicroNet "freebie"). ``quant_record`` (a
+    ``quantization.report.read_record`` dict, e.g. of an MXNet INT8 export, whose graph holds
+    no bit widths) gives the convolutions of the float model the widths they were quantized to.
     """
     ops = trace_model(net_or_onnx, input_shape)
+    if quant_record is not None:
+        ops = with_record_bits(ops, quant_record)
     declares_bits = any(32 != op.weight_bits or 32 != op.act_bits or 32 != op.bias_bits
                         for op in ops)
     freebie = bits is None and not declares_bits

@@ -12,8 +12,10 @@ from typing import Tuple
 
 from nas.errors import QuantizationError
 
-__all__ = ['LayerQuant', 'QuantReport', 'match_layers', 'sidecar_path', 'report_json']
+__all__ = ['LayerQuant', 'QuantReport', 'match_layers', 'sidecar_path', 'report_json',
+           'read_record']
 
+RECORD_FORMAT = 'oneshot-nas quantization record, version 1'
 ACCUMULATOR_BITS = 32  # int8 x int8 products are summed in int32 by both runtimes
 
 
@@ -96,7 +98,7 @@ def sidecar_path(output):
 def report_json(report, files):
     """The sidecar text: bit widths per layer, coverage, calibration settings, written files."""
     data = {
-        'format': 'oneshot-nas quantization record, version 1',
+        'format': RECORD_FORMAT,
         'backend': report.backend,
         'files': [os.path.basename(str(f)) for f in files],
         'bits': {'weights': 8, 'activations': 8, 'accumulator': ACCUMULATOR_BITS,
@@ -104,3 +106,25 @@ def report_json(report, files):
     }
     data.update(report.to_dict())
     return json.dumps(data, indent=2, sort_keys=False)
+
+
+def read_record(path):
+    """The sidecar written by ``report_json``, checked: its format and one layer per conv."""
+    try:
+        with open(path) as handle:
+            data = json.load(handle)
+    except OSError as err:
+        raise QuantizationError('cannot read quantization record %s: %s'
+                                % (path, err.strerror or err)) from err
+    except ValueError as err:
+        raise QuantizationError('%s is not a quantization record: %s' % (path, err)) from err
+    if not isinstance(data, dict) or data.get('format') != RECORD_FORMAT:
+        raise QuantizationError('%s is not a quantization record (format %r expected); nas-quantize '
+                                'writes one beside its output as *.quant.json'
+                                % (path, RECORD_FORMAT))
+    layers = data.get('layers')
+    if not isinstance(layers, list) or not all(
+            isinstance(layer, dict) and isinstance(layer.get('weight_bits'), int)
+            and isinstance(layer.get('act_bits'), int) for layer in layers):
+        raise QuantizationError('quantization record %s has no valid per-layer bit widths' % path)
+    return data

@@ -16,7 +16,7 @@ def smoke(tmp_path_factory):
     done = subprocess.run(
         [sys.executable, 'run_all.py', '--models', 'oneshot_s_plus', 'mobilenetv3_large',
          '--input-size', '32', '--runs', '2', '--runs32', '1', '--calib-images', '8',
-         '--skip', 'counting', 'train', 'predictor', 'search', '--out', out],
+         '--skip', 'counting', 'train', 'predictor', 'search', '--out', out, '--no-readme'],
         cwd=BENCH, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     with open(out + '.json') as handle:
@@ -78,3 +78,21 @@ def test_child_benchmark_goals_read_their_results(monkeypatch):
     verdicts = [(row['issue'], row['met']) for row in _child_goals(children)]
     assert verdicts == [(4, False), (8, True), (7, True), (7, False), (9, False), (9, None),
                         (9, None), ('-', None)]
+
+
+def test_readme_quotes_the_run_of_record():
+    """The tables in the README are bench/results.md, as the last full run wrote it."""
+    root = os.path.dirname(BENCH)
+    with open(os.path.join(BENCH, 'results.md')) as handle:
+        tables = handle.read()
+    with open(os.path.join(root, 'README.md')) as handle:
+        readme = handle.read()
+    quoted = readme.split('<!-- bench/results.md -->\n', 1)[1].split(
+        '<!-- end of bench/results.md -->', 1)[0]
+    assert quoted == tables
+    with open(os.path.join(BENCH, 'results.json')) as handle:
+        results = json.load(handle)
+    assert set(results['deployment']['models']) == {
+        'oneshot_s_plus', 'oneshot_plus', 'oneshot', 'mobilenetv3_large', 'mobilenetv2_1.0',
+        'resnet18_v1'}
+    assert not [row for row in results['goals'] if row.get('failed')]  # every benchmark ran

@@ -50,14 +50,20 @@ def test_forward_shapes_and_hybridize_equal(name, size, batch):
     np.testing.assert_allclose(hybrid, imperative, rtol=1e-5, atol=1e-6)
 
 
-def test_supernet_path_equals_extracted_zoo_subnet():
-    arch = get_card('oneshot_s_plus').arch.with_space(input_size=32, classes=10)
+def _supernet_on_images(arch):
+    """A supernet whose BN statistics on ``arch``'s path come from real images, and the mask."""
     supernet = OneShotNet(space=arch.space)
     supernet.initialize()
     mask = channel_mask(arch.space, arch.channels)
     supernet(mx.nd.zeros((1, 3, 32, 32)), arch.blocks, mask)
     image_statistics(supernet, digits_images(32, 64, offset=100),
                      forward=lambda x: supernet(x, arch.blocks, mask))
+    return supernet, mask
+
+
+def test_supernet_path_equals_extracted_zoo_subnet():
+    arch = get_card('oneshot_s_plus').arch.with_space(input_size=32, classes=10)
+    supernet, mask = _supernet_on_images(arch)
     # a classifier with real weight scale, so that the comparison is not on near-zero logits
     supernet.output.weight.set_data(mx.nd.random.normal(shape=supernet.output.weight.shape))
     x = mx.nd.array(digits_images(32, 2))
@@ -74,12 +80,7 @@ def test_supernet_path_equals_extracted_zoo_subnet():
 
 def test_masked_channels_do_not_leak(tiny_arch):
     """Changing weights of masked-off channels must not change the path output (SPEC §2.2)."""
-    supernet = OneShotNet(space=tiny_arch.space)
-    supernet.initialize()
-    mask = channel_mask(tiny_arch.space, tiny_arch.channels)
-    supernet(mx.nd.zeros((1, 3, 32, 32)), tiny_arch.blocks, mask)
-    image_statistics(supernet, digits_images(32, 64, offset=100),
-                     forward=lambda x: supernet(x, tiny_arch.blocks, mask))
+    supernet, mask = _supernet_on_images(tiny_arch)
     x = mx.nd.array(digits_images(32, 1))
     before = supernet(x, tiny_arch.blocks, mask).asnumpy()
     position = int(np.argmin(tiny_arch.channels))

@@ -204,6 +204,35 @@ def test_mxnet_int8_reloads_with_identical_predictions(tiny, tmp_path):
     assert [layer['weight_bits'] for layer in record['layers']].count(8) == report.num_int8_convs
 
 
+def test_mxnet_record_scores_micronet_at_its_bit_widths(tiny, tmp_path):
+    """An MXNet INT8 graph declares no bit widths; its record does, and nas-score reads it."""
+    from profiling.score_cli import main as score_cli
+
+    def score(*args):
+        result = CliRunner().invoke(score_cli, ['micronet', tiny['arch'], '--json'] + list(args))
+        assert result.exit_code == 0, result.output + result.stderr
+        return json.loads(result.stdout)
+
+    reader = ArrayReader([tiny['images'][:16]])
+    records = {}
+    for name, keep in (('all', False), ('default', True)):
+        reader.rewind()
+        qnet, report = quantize_mxnet(tiny['net'], reader, SHAPE, keep_first_last=keep)
+        records[name] = save_mxnet_int8(qnet, str(tmp_path / name), report)[2]  # the sidecar
+    eight, thirty_two = score('--bits', '8')['score'], score('--bits', '32')['score']
+    # every conv int8: exactly the 8-bit scenario (conv weights and products at 8 bit, the rest 32)
+    assert score('--quant-record', records['all'])['score'] == pytest.approx(eight, rel=1e-12)
+    # first conv and classifier FP32: a little above it, far below 32 bit
+    default = score('--quant-record', records['default'])
+    assert default['bits'] == 'graph' and eight < default['score'] < 0.5 * thirty_two
+    other = _arch('33333333333333333333:99999999999999999999')
+    other_path = str(tmp_path / 'other.json')
+    other.save(other_path)
+    result = CliRunner().invoke(score_cli, ['micronet', other_path, '--quant-record',
+                                            records['all']])
+    assert result.exit_code == 2 and 'score the model it was made from' in result.stderr
+
+
 @pytest.mark.slow
 def test_mxnet_entropy_calibration_runs(tiny):
     """MXNet 1.9.1 gives fused conv+ReLU outputs a negative minimum under entropy calibration
