@@ -19,6 +19,7 @@ from nas.search_run import search_supernet
 from nas.space import Arch, SearchSpace
 from nas.train import TrainConfig, train_subnet, train_supernet
 from quantization.pipeline import quantize_model
+from quantization.report import read_record
 from zoo import get_model, import_weights, register_model
 from .op_by_op import profile_op_by_op
 from .plots import plot_block_times
@@ -128,6 +129,9 @@ def run_demo(out_dir, config=DemoConfig(), progress=None, show_bars=True):
     plot_block_times(profile, os.path.join(out_dir, 'latency_per_block.png'))
     scores = {bits: micronet_score(net, shape, bits=bits).score for bits in (32, 16, 8)}
     scores['int8_onnx'] = micronet_score(quant['onnxruntime']['files'][0]).score
+    mxnet_record = read_record(next(path for path in quant['mxnet']['files']
+                                    if path.endswith('.quant.json')))
+    scores['int8_mxnet'] = micronet_score(net, shape, quant_record=mxnet_record).score
 
     flops, params = top[0].costs['flops'], top[0].costs['params']  # from the search's table
     summary = {
@@ -197,10 +201,11 @@ def _write_report(out_dir, s):
                   s['latency_ms']['median'], s['latency_ms']['op_sum']), '',
               '![latency per block](latency_per_block.png)', '',
               '## MicroNet score', '',
-              '| 32-bit | 16-bit | 8-bit (scenario) | INT8 ONNX (from its graph) |',
-              '|---|---|---|---|',
-              '| %.4f | %.4f | %.4f | %.4f |' % (s['micronet'][32], s['micronet'][16],
-                                                s['micronet'][8], s['micronet']['int8_onnx']),
+              '| 32-bit | 16-bit | 8-bit (scenario) | INT8 ONNX (from its graph) | '
+              'MXNet INT8 (from its record) |', '|---|---|---|---|---|',
+              '| %.4f | %.4f | %.4f | %.4f | %.4f |' % (
+                  s['micronet'][32], s['micronet'][16], s['micronet'][8],
+                  s['micronet']['int8_onnx'], s['micronet']['int8_mxnet']),
               '', '## Step times (s)', '']
     lines += ['- %s: %.1f' % (k, v) for k, v in s['seconds'].items()]
     write_text(os.path.join(out_dir, 'report.md'), '\n'.join(lines) + '\n')

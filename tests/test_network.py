@@ -52,6 +52,7 @@ def test_forward_shapes_and_hybridize_equal(name, size, batch):
 
 def _supernet_on_images(arch):
     """A supernet whose BN statistics on ``arch``'s path come from real images, and the mask."""
+    mx.random.seed(0)
     supernet = OneShotNet(space=arch.space)
     supernet.initialize()
     mask = channel_mask(arch.space, arch.channels)
@@ -72,7 +73,8 @@ def test_supernet_path_equals_extracted_zoo_subnet():
     zoo_shapes = {k: p.shape for k, p in get_model('oneshot_s_plus', input_size=32, classes=10)
                   ._collect_params_with_prefix().items()}
     assert {k: p.shape for k, p in subnet._collect_params_with_prefix().items()} == zoo_shapes
-    np.testing.assert_allclose(subnet(x).asnumpy(), path_out, atol=1e-5, rtol=1e-5)
+    # equal to float32 rounding: the supernet sums over zeroed channels the subnet never has
+    assert np.abs(subnet(x).asnumpy() - path_out).max() <= 1e-5 * np.abs(path_out).max()
     assert np.abs(path_out).max() > 0.1
     # the two images give different logits: the comparison is not between constants
     assert np.abs(path_out[0] - path_out[1]).max() > 1e-3 * np.abs(path_out).max()
