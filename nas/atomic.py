@@ -10,14 +10,10 @@ import tempfile
 
 from mxnet.base import MXNetError
 
-from .errors import OneShotError, error_reason
+from .errors import OutputError, error_reason
 
-__all__ = ['OutputError', 'temp_beside', 'atomic_paths', 'write_text', 'write_json',
+__all__ = ['temp_beside', 'atomic_paths', 'write_text', 'write_json',
            'write_csv', 'save_params']
-
-
-class OutputError(OneShotError):
-    """An output file cannot be written (missing or unwritable directory, full disk, ...)."""
 
 
 @contextlib.contextmanager

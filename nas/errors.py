@@ -6,7 +6,7 @@ any other exception is a bug and keeps its traceback.
 
 __all__ = ['OneShotError', 'ArchError', 'UnknownModelError', 'WeightsError', 'DataError',
            'ExportError', 'QuantizationError', 'ProfilingError', 'TrainingError',
-           'SearchError', 'DependencyError', 'error_reason']
+           'SearchError', 'DependencyError', 'OutputError', 'error_reason']
 
 
 class OneShotError(Exception):
@@ -15,6 +15,10 @@ class OneShotError(Exception):
 
 class DependencyError(OneShotError, ImportError):
     """A required package (MXNet, onnxruntime, ...) is missing or unusable."""
+
+
+class OutputError(OneShotError):
+    """An output file cannot be written (missing or unwritable directory, full disk, ...)."""
 
 
 class ArchError(OneShotError, ValueError):

@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-from nas.atomic import OutputError, atomic_paths, write_json, write_text
+from nas.atomic import atomic_paths, write_json, write_text
+from nas.errors import OutputError
 
 
 def _listing(folder):
