@@ -244,7 +244,7 @@ def _goal(issue, goal, target, value, met, form, scale=1):
 def markdown(results):
     table, peak = results['deployment'], results['deployment']['gemm_peak']
     host = table['machine']
-    lines = ['# Benchmarks of record (`python bench/run_all.py`)', '',
+    lines = ['### Benchmarks of record (`python bench/run_all.py`)', '',
              '%s, %d threads, input %d; load average %s at the start, %s after the table. '
              'float32 GEMM peak %.1f GFLOPS (numpy %.1f / MXNet %.1f before, %.1f / %.1f after). '
              'Latency: median ms at batch 1 (p90 in the JSON); throughput: images/s at batch 32; '
@@ -252,13 +252,13 @@ def markdown(results):
              % (host['cpu'], THREADS, table['input_size'], host['load_average'],
                 host['load_average_after'], peak['gflops'], peak['before']['numpy'],
                 peak['before']['mxnet'], peak['after']['numpy'], peak['after']['mxnet']), '',
-             '## Goals', '', '| issue | goal | target | reached | met |', '|---|---|---|---|---|']
+             '#### Goals', '', '| issue | goal | target | reached | met |', '|---|---|---|---|---|']
     for row in results['goals']:
         verdict = ('failed to run' if row.get('failed') else
                    {True: '**met**', False: '**not met**', None: '-'}[row['met']])
         lines.append('| #%s | %s | %s | %s | %s |' % (row['issue'], row['goal'], row['target'],
                                                     row['value'], verdict))
-    lines += ['', '## Deployment, batch 1 latency (ms) / batch 32 throughput (img/s)', '',
+    lines += ['', '#### Deployment, batch 1 latency (ms) / batch 32 throughput (img/s)', '',
               '| model | MMACs | params | MicroNet (32 bit / ORT INT8) | '
               + ' | '.join(RUNTIME_LABELS[r] for r in RUNTIMES) + ' |',
               '|---|---|---|---|' + '---|' * len(RUNTIMES)]
@@ -268,7 +268,7 @@ def markdown(results):
         lines.append('| %s | %.1f | %.2fM | %.3f / %.3f | %s |' % (
             name, entry['macs'] / 1e6, entry['params'] / 1e6, entry['micronet_fp32'],
             entry['micronet_ort_int8'], ' | '.join(cells)))
-    lines += ['', '## Achieved GFLOPS at batch 32 (share of the %.0f GFLOPS float32 GEMM peak)'
+    lines += ['', '#### Achieved GFLOPS at batch 32 (share of the %.0f GFLOPS float32 GEMM peak)'
               % peak['gflops'], '',
               '| model | ' + ' | '.join(RUNTIME_LABELS[r] for r in RUNTIMES)
               + ' | INT8 convs (ORT / MXNet) |', '|---|' + '---|' * (len(RUNTIMES) + 1)]
