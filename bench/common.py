@@ -19,7 +19,7 @@ import numpy as np  # noqa: E402
 
 from export.mxnet_symbol import symbol_block, trace  # noqa: E402
 from nas.counting import count_net  # noqa: E402
-from profiling.timing import ort_session, random_input, summarize  # noqa: E402
+from profiling.timing import cpu_model, ort_session, random_input, summarize  # noqa: E402
 
 
 def stats(seconds):
@@ -118,7 +118,6 @@ def ort_op_profile(path, shape, runs, folder, threads=THREADS):
 
 
 def machine():
-    from profiling.timing import cpu_model
     return {'cpu': cpu_model(), 'threads': THREADS, 'mxnet': mx.__version__,
             'load_average': [round(v, 2) for v in os.getloadavg()]}
 

@@ -1,5 +1,7 @@
 """Small, seeded fixtures shared by the tests."""
 import os
+import signal
+import time
 
 os.environ.setdefault('MXNET_ENGINE_TYPE', 'ThreadedEnginePerDevice')
 os.environ.setdefault('OMP_NUM_THREADS', '2')
@@ -45,6 +47,33 @@ def image_statistics(net, images, seed=0, forward=None):
     randomize_bn(net, seed)
     recalibrate_bn(net, [mx.nd.array(images)], forward=forward)
     return net
+
+
+def gluoncv_on_images(name, size):
+    """A gluoncv model (skips without gluoncv) with Xavier weights, random BN affine parameters
+    and BN statistics estimated on real images (``image_statistics``)."""
+    model_zoo = pytest.importorskip('gluoncv.model_zoo')
+    mx.random.seed(0)
+    net = model_zoo.get_model(name, pretrained=False)
+    net.initialize(mx.init.Xavier())
+    net(mx.nd.zeros((1, 3, size, size)))
+    return image_statistics(net, digits_images(size, 32, offset=100), seed=1)
+
+
+def kill_when(proc, ready, timeout):
+    """SIGKILL ``proc`` as soon as ``ready()`` holds; fail if it ends first or ``timeout`` s
+    pass. The process never outlives the call."""
+    deadline = time.time() + timeout
+    try:
+        while not ready():
+            assert proc.poll() is None, 'the process ended before it could be killed'
+            assert time.time() < deadline, 'not ready to be killed after %d s' % timeout
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
 
 
 @pytest.fixture

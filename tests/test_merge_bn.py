@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from mxnet.gluon import nn
 
-from conftest import digits_images, image_statistics, randomize_bn
+from conftest import digits_images, gluoncv_on_images, image_statistics, randomize_bn
 from export.merge_bn import fold_bn, merge_bn, merge_bn_symbol
 from export.mxnet_symbol import symbol_block, trace
 from nas.errors import ExportError
@@ -86,13 +86,8 @@ def test_report_counts_and_parameter_names():
 
 @pytest.mark.parametrize('name', ['mobilenetv3_small', 'mobilenetv3_large', 'mobilenetv2_1.0'])
 def test_merge_gluoncv(name):
-    model_zoo = pytest.importorskip('gluoncv.model_zoo')
-    mx.random.seed(0)
-    net = model_zoo.get_model(name, pretrained=False)
-    net.initialize(mx.init.Xavier())
+    net = gluoncv_on_images(name, 64)
     shape = (2, 3, 64, 64)
-    net(mx.nd.zeros(shape))
-    image_statistics(net, digits_images(64, 32, offset=100), seed=1)
     # float64: through ~60 layers float32 rounding alone reaches 1e-5 relative; in float64
     # (folded in float64 too) any difference left is the folding's own error
     net.cast('float64')

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from conftest import kill_when
 from nas.data import open_dataset
 from nas.sampler import UniformSampler
 from nas.search_cli import main as search_cli
@@ -116,10 +117,8 @@ def test_search_bad_input(supernet_dir, tmp_path):
 
 
 def test_sigkill_then_resume_gives_the_uninterrupted_result(supernet_dir, tmp_path):
-    import signal
     import subprocess
     import sys
-    import time
     runner = CliRunner()
     options = ['--strategy', 'genetic', '--population', '4', '--generations', '3', '--elite',
                '2', '--seed', '3']
@@ -132,18 +131,8 @@ def test_sigkill_then_resume_gives_the_uninterrupted_result(supernet_dir, tmp_pa
     proc = subprocess.Popen([sys.executable, '-c', 'from nas.search_cli import main; main()']
                             + args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     state = killed_dir / 'search_state.json'
-    deadline = time.time() + 300
-    try:
-        while time.time() < deadline:
-            if state.exists() and json.loads(state.read_text() or '{}').get('generation', 0) >= 1:
-                break
-            assert proc.poll() is None, 'the search ended before it could be killed'
-            time.sleep(0.2)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    kill_when(proc, lambda: state.exists()
+              and json.loads(state.read_text() or '{}').get('generation', 0) >= 1, 300)
     assert not (killed_dir / 'topk.json').exists()
     resumed = runner.invoke(search_cli, args + ['--resume'])
     assert resumed.exit_code == 0, resumed.stderr

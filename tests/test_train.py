@@ -1,9 +1,7 @@
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import mxnet as mx
 import numpy as np
@@ -11,6 +9,7 @@ import pytest
 from click.testing import CliRunner
 from mxnet import autograd, gluon
 
+from conftest import kill_when
 from nas.data import load_digits, open_dataset, write_image_folder, write_recordio
 from nas.errors import TrainingError
 from nas.network import OneShotNet, channel_mask
@@ -446,17 +445,8 @@ def test_cli_sigkill_then_resume_matches_the_uninterrupted_run(tmp_path, arch_js
                    timeout=300)
     victim = subprocess.Popen(command(tmp_path / 'b'), env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.time() + 240
-        while latest_checkpoint(tmp_path / 'b') is None or not latest_checkpoint(
-                tmp_path / 'b').endswith(('ckpt-000000006', 'ckpt-000000008')):
-            assert victim.poll() is None and time.time() < deadline
-            time.sleep(0.05)
-        victim.send_signal(signal.SIGKILL)
-        victim.wait(timeout=30)
-    finally:
-        if victim.poll() is None:
-            victim.kill()
+    kill_when(victim, lambda: str(latest_checkpoint(tmp_path / 'b')).endswith(
+        ('ckpt-000000006', 'ckpt-000000008')), 240)
     killed_at = int(latest_checkpoint(tmp_path / 'b').rsplit('-', 1)[1])
     assert killed_at < 15  # it really was interrupted before the end (3 x 5 steps)
     subprocess.run(command(tmp_path / 'b', resume=True), env=env, check=True,
