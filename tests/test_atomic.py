@@ -64,7 +64,7 @@ def test_cli_write_cut_off_by_a_full_disk_leaves_nothing(tmp_path, kind, name):
         resource.setrlimit(resource.RLIMIT_FSIZE, (256 * 1024, 256 * 1024))
 
     done = subprocess.run(
-        [sys.executable, '-c', 'from export.cli import main; main()', kind, 'oneshot',
+        [sys.executable, '-c', 'from cli.export import main; main()', kind, 'oneshot',
          '--input-size', '32', '-o', str(out)],
         preexec_fn=limit, capture_output=True, text=True, timeout=300)
     assert done.returncode == 2, done.stderr[-2000:]

@@ -7,7 +7,7 @@ import re
 import pytest
 from click.testing import CliRunner
 
-from profiling.demo_cli import main
+from cli.demo import main
 
 
 @pytest.mark.slow

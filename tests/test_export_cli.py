@@ -7,7 +7,7 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import digits_images, image_statistics
-from export.cli import main
+from cli.export import main
 from nas.atomic import save_params
 from nas.space import Arch
 

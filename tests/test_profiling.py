@@ -12,7 +12,7 @@ from nas.errors import DependencyError, ProfilingError
 from nas.network import OneShotNet
 from nas.space import Arch, SearchSpace, NUM_POSITIONS
 from profiling import plots
-from profiling.cli import main
+from cli.profile import main
 from profiling.latency_table import (load_latency_table, measure_latency_table,
                                      missing_entries, predict_latency, table_entries)
 from profiling.op_by_op import profile_op_by_op

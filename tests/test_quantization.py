@@ -21,7 +21,7 @@ from nas.errors import QuantizationError
 from nas.network import OneShotNet
 from nas.space import Arch
 from quantization.calib import ArrayReader, read_batches
-from quantization.cli import main
+from cli.quantize import main
 from quantization.mxnet_int8 import load_mxnet_int8, quantize_mxnet, save_mxnet_int8
 from quantization.ort_int8 import quantize_ort
 from quantization.report import match_layers, sidecar_path
@@ -206,7 +206,7 @@ def test_mxnet_int8_reloads_with_identical_predictions(tiny, tmp_path):
 
 def test_mxnet_record_scores_micronet_at_its_bit_widths(tiny, tmp_path):
     """An MXNet INT8 graph declares no bit widths; its record does, and nas-score reads it."""
-    from profiling.score_cli import main as score_cli
+    from cli.score import main as score_cli
 
     def score(*args):
         result = CliRunner().invoke(score_cli, ['micronet', tiny['arch'], '--json'] + list(args))

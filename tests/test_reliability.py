@@ -7,12 +7,12 @@ import pickle
 import pytest
 from click.testing import CliRunner
 
-from export.cli import main as export_cli
+from cli.export import main as export_cli
 from nas.data import load_digits, write_image_folder, write_recordio
-from nas.train_cli import main as train_cli
-from profiling.cli import main as profile_cli
-from profiling.score_cli import main as score_cli
-from zoo.cli import main as zoo_cli
+from cli.train import main as train_cli
+from cli.profile import main as profile_cli
+from cli.score import main as score_cli
+from cli.zoo import main as zoo_cli
 
 
 def _weights(tmp, name='oneshot'):

@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 from nas.counting import count_net
 from nas.network import OneShotNet
-from profiling.score_cli import main
+from cli.score import main
 from profiling.scores import micronet_score
 
 # A hand-built ONNX graph (3x16x16 in): conv 3->4 3x3 pad 1 with bias, ReLU, GAP, Gemm 4->2

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from conftest import kill_when
 from nas.data import open_dataset
 from nas.sampler import UniformSampler
-from nas.search_cli import main as search_cli
+from cli.search import main as search_cli
 from nas.space import SearchSpace
 from nas.train import TrainConfig, train_supernet
 
@@ -60,11 +60,11 @@ def test_search_respects_constraints_and_is_reproducible(supernet_dir, tmp_path)
 
 
 def test_winner_round_trip_through_the_zoo(supernet_dir, tmp_path):
-    from export.cli import main as export_cli
-    from nas.train_cli import main as train_cli
-    from profiling.score_cli import main as score_cli
+    from cli.export import main as export_cli
+    from cli.train import main as train_cli
+    from cli.score import main as score_cli
     from zoo import get_model
-    from zoo.cli import main as zoo_cli
+    from cli.zoo import main as zoo_cli
     runner = CliRunner()
     root = str(tmp_path / 'store')
     out = _search(runner, supernet_dir, str(tmp_path / 's'), '--strategy', 'random',
@@ -128,7 +128,7 @@ def test_sigkill_then_resume_gives_the_uninterrupted_result(supernet_dir, tmp_pa
     args = [supernet_dir, '-o', str(killed_dir), '--recalib-batches', '1', '--val-batches', '2',
             '--batch-size', '64', '--space', 'channel', '--fixed-arch',
             ''.join(map(str, BLOCKS)) + ':' + '9' * 20] + options
-    proc = subprocess.Popen([sys.executable, '-c', 'from nas.search_cli import main; main()']
+    proc = subprocess.Popen([sys.executable, '-c', 'from cli.search import main; main()']
                             + args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     state = killed_dir / 'search_state.json'
     kill_when(proc, lambda: state.exists()

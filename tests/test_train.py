@@ -18,7 +18,7 @@ from nas.schedule import ChannelSchedule, learning_rate
 from nas.space import Arch, SearchSpace
 from nas.train import (TrainConfig, _Run, latest_checkpoint, read_metrics, smooth_labels, train,
                        train_subnet, train_supernet)
-from nas.train_cli import main as cli
+from cli.train import main as cli
 
 PLAIN32 = SearchSpace(input_size=32, classes=10)
 TINY = Arch((0,) * 20, (0,) * 20, PLAIN32)  # the smallest subnet: all SNB-3x3 at scale 0.2
@@ -438,7 +438,7 @@ def test_cli_sigkill_then_resume_matches_the_uninterrupted_run(tmp_path, arch_js
         args = ['subnet', '--arch', arch_json, '--data', root, '--input-size', '32',
                 '--epochs', '3', '--batch-size', '32', '--lr', '0.02', '--warmup-epochs', '1',
                 '--checkpoint-every', '2', '--no-progress', '-o', str(out)]
-        return [sys.executable, '-c', 'from nas.train_cli import main; main()'] + args + (
+        return [sys.executable, '-c', 'from cli.train import main; main()'] + args + (
             ['--resume'] if resume else [])
     env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=REPO)
     subprocess.run(command(tmp_path / 'a'), env=env, check=True, capture_output=True,
@@ -459,7 +459,7 @@ def test_cli_sigkill_then_resume_matches_the_uninterrupted_run(tmp_path, arch_js
 
 
 def test_cli_context_lists():
-    from nas.train_cli import _parse_contexts
+    from cli.train import _parse_contexts
     assert _parse_contexts('cpu(0),cpu(1)', None) == [mx.cpu(0), mx.cpu(1)]
     assert _parse_contexts(None, '0,1') == [mx.gpu(0), mx.gpu(1)]
     assert _parse_contexts(None, None) == [mx.cpu()]

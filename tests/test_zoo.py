@@ -11,7 +11,7 @@ from nas.errors import UnknownModelError, WeightsError
 from nas.network import OneShotNet
 from nas.space import Arch
 from zoo import store
-from zoo.cli import main as zoo_cli
+from cli.zoo import main as zoo_cli
 from conftest import randomize_bn
 
 

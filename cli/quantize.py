@@ -3,12 +3,12 @@ import json
 
 import click
 
-from nas._cli import handle_errors
+from cli.common import handle_errors
 from nas.errors import QuantizationError
-from .calib import MXNET_CALIB_MODES, ORT_CALIB_METHODS
-from .mxnet_int8 import QUANTIZED_DTYPES
-from .ort_int8 import ACTIVATION_TYPES, QUANT_FORMATS, WEIGHT_TYPES
-from .pipeline import BACKENDS, quantize_model
+from quantization.calib import MXNET_CALIB_MODES, ORT_CALIB_METHODS
+from quantization.mxnet_int8 import QUANTIZED_DTYPES
+from quantization.ort_int8 import ACTIVATION_TYPES, QUANT_FORMATS, WEIGHT_TYPES
+from quantization.pipeline import BACKENDS, quantize_model
 
 
 class _Progress:

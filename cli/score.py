@@ -4,12 +4,12 @@ import json
 
 import click
 
-from nas._cli import handle_errors
+from cli.common import handle_errors
 from nas.atomic import write_csv
 from nas.counting import count_model
 from quantization.report import read_record
 from zoo import resolve_model
-from .scores import REFERENCE_MODELS, micronet_score, normalized_score
+from profiling.scores import REFERENCE_MODELS, micronet_score, normalized_score
 
 __all__ = ['main', 'SEED_FIGURES']
 

@@ -5,13 +5,13 @@ import re
 import click
 import mxnet as mx
 
-from ._cli import handle_errors, parse_amount
-from .data import open_dataset
-from .errors import TrainingError
-from .sampler import CostBox, MODES, SAMPLERS, make_sampler
-from .schedule import ChannelSchedule
-from .space import Arch, LAYOUTS, SearchSpace
-from .train import KVSTORES, TrainConfig, train_subnet, train_supernet
+from cli.common import handle_errors, parse_amount
+from nas.data import open_dataset
+from nas.errors import TrainingError
+from nas.sampler import CostBox, MODES, SAMPLERS, make_sampler
+from nas.schedule import ChannelSchedule
+from nas.space import Arch, LAYOUTS, SearchSpace
+from nas.train import KVSTORES, TrainConfig, train_subnet, train_supernet
 
 __all__ = ['main']
 
@@ -61,7 +61,7 @@ def _datasets(data, input_size, seed):
 def _path_cost(space, box):
     """(flops, params) of a path: the space's lookup table (SPEC §6.2, built once and cached).
     Refuses at once a box below the cheapest path, before any training starts."""
-    from .lookup_table import LookupTable
+    from nas.lookup_table import LookupTable
     table = LookupTable.load_or_build(space)
     min_flops, min_params = table.min_cost()
     for what, floor, limit in (('FLOPs', min_flops, box.max_flops),

@@ -5,7 +5,7 @@ import sys
 
 import click
 
-from .errors import OneShotError
+from nas.errors import OneShotError
 
 EXIT_USER_ERROR = 2
 _SUFFIX = {'': 1.0, 'K': 1e3, 'M': 1e6, 'G': 1e9}

@@ -3,9 +3,9 @@ import json
 
 import click
 
-from nas._cli import handle_errors
+from cli.common import handle_errors
 from nas.space import Arch
-from . import registry, store
+from zoo import registry, store
 
 
 @click.group()

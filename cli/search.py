@@ -4,9 +4,9 @@ import os
 
 import click
 
-from ._cli import handle_errors, parse_amount
-from .errors import SearchError
-from .search import Constraints, SearchConfig
+from cli.common import handle_errors, parse_amount
+from nas.errors import SearchError
+from nas.search import Constraints, SearchConfig
 
 def _latency_callables(table_path, runtime, space):
     """The latency predictor of a table, and the table's floor (cheapest entry everywhere)."""
@@ -23,7 +23,7 @@ def _latency_callables(table_path, runtime, space):
 
 def _micronet_callable(space, bits):
     from profiling.scores import micronet_score
-    from .network import OneShotNet
+    from nas.network import OneShotNet
     shape = (1, 3, space.input_size, space.input_size)
     return lambda arch: micronet_score(OneShotNet(arch), shape, bits=bits).score
 
@@ -66,8 +66,8 @@ def main(run_dir, strategy, space_mode, max_flops, max_params, max_latency_ms, l
          register_name, root, out_dir, resume):
     """Search the supernet trained in RUN_DIR; writes candidates, top-k and Pareto plots to OUT."""
     from tqdm import tqdm
-    from .search_run import load_supernet_space, search_supernet
-    from .space import Arch
+    from nas.search_run import load_supernet_space, search_supernet
+    from nas.space import Arch
     space = load_supernet_space(run_dir)
     constraints = Constraints(parse_amount(max_flops, 'FLOPs'),
                               parse_amount(max_params, 'params'), max_latency_ms, max_micronet)

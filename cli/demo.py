@@ -3,8 +3,8 @@ import json
 
 import click
 
-from nas._cli import handle_errors
-from .pipeline import DemoConfig, run_demo
+from cli.common import handle_errors
+from cli.demo_pipeline import DemoConfig, run_demo
 
 
 @click.command()

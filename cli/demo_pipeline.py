@@ -21,9 +21,9 @@ from nas.train import TrainConfig, train_subnet, train_supernet
 from quantization.pipeline import quantize_model
 from quantization.report import read_record
 from zoo import get_model, import_weights, register_model
-from .op_by_op import profile_op_by_op
-from .plots import plot_block_times
-from .scores import micronet_score
+from profiling.op_by_op import profile_op_by_op
+from profiling.plots import plot_block_times
+from profiling.scores import micronet_score
 
 __all__ = ['DemoConfig', 'run_demo']
 

@@ -2,13 +2,13 @@
 import click
 from tqdm import tqdm
 
-from nas._cli import handle_errors
+from cli.common import handle_errors
 from nas.errors import ProfilingError
 from nas.space import SearchSpace, LAYOUTS
 from zoo import resolve_model
-from .latency_table import measure_latency_table, missing_entries, table_entries
-from .op_by_op import profile_op_by_op
-from .plots import plot_block_times
+from profiling.latency_table import measure_latency_table, missing_entries, table_entries
+from profiling.op_by_op import profile_op_by_op
+from profiling.plots import plot_block_times
 
 _NAME_WIDTH = 52
 

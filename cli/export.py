@@ -4,7 +4,7 @@ import os
 
 import click
 
-from nas._cli import handle_errors
+from cli.common import handle_errors
 from nas.errors import ExportError
 
 _SIZE_MULTIPLE = 32  # five stride-2 stages (SPEC §1.1)
