@@ -7,6 +7,7 @@ INSTALL_REQUIRES = [
     'scipy>=1.10,<1.12',
     'gluoncv==0.10.5.post0',
     'onnx==1.17.0',
+    'onnxoptimizer==0.4.2',  # its eliminate_identity pass (export.onnx_passes)
     'onnxruntime==1.20.1',
     'opencv-python-headless>=4.8,<4.11',
     'scikit-learn==1.7.2',
