@@ -92,8 +92,20 @@ def _zoo_row(name, root):
     return row
 
 
+def _load(name, root=None):
+    """``zoo.load_model`` without its random-weights warning: the page counts and times
+    networks, whose figures do not depend on the weights' values."""
+    logger = logging.getLogger(load_model.__module__)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        return load_model(name, root=root)
+    finally:
+        logger.setLevel(level)
+
+
 def _peer_row(name):
-    net = load_model(name).net
+    net = _load(name).net
     row = _base_row(name, 'gluoncv', 'gluoncv model zoo network (the benchmark\'s peer)', 224)
     counts = count_net(net, (1, 3, 224, 224))
     row.update(classes=1000, flops=counts.flops, params=counts.params,
@@ -187,13 +199,14 @@ def measure_latency(rows, root=None, threads=2, runs=20, runs32=5, progress=None
         'load_average': [round(v, 2) for v in os.getloadavg()], 'input_size': None}}
 
 
-def _timing_net(row):
+def _timing_net(row, root):
     """The row's network with its stored weights, else unit-scale random ones: speed does not
     depend on the values, but tiny activations would take denormal slow paths."""
     import mxnet as mx
-    if row['weights'] and row['weights'].get('sha1'):
-        return registry.get_model(row['name'], pretrained=True)
-    net = load_model(row['name']).net
+    loaded = _load(row['name'], root)
+    if loaded.weights:
+        return loaded.net
+    net = loaded.net
     net(mx.nd.zeros((1, 3, row['input_size'], row['input_size'])))  # infer deferred shapes
     net.initialize(mx.init.Xavier(rnd_type='gaussian', factor_type='in', magnitude=2),
                    force_reinit=True)

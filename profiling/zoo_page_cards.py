@@ -8,27 +8,33 @@ __all__ = ['card_page', 'load_snippets']
 def load_snippets(row):
     """[(title, code)] showing how to load the model of ``row``."""
     name, size = row['name'], row['input_size'] or 224
-    if row['source'] == 'gluoncv':
-        return [('Python (gluoncv)', "from gluoncv.model_zoo import get_model\n"
-                 "net = get_model(%r, pretrained=True)  # downloads gluoncv's weights" % name)]
-    if row['arch'] is None:
+    if row['source'] != 'gluoncv' and row['arch'] is None:
         return [('Python', "from zoo import get_model\nnet = get_model(%r)  # the supernet; "
                  "extract a subnet with nas.subnet.extract_subnet to deploy it" % name)]
-    weights = "pretrained=True" if (row['weights'] or {}).get('sha1') else \
-        "pretrained=False  # no stored weights yet: nas-zoo import %s FILE.params" % name
+    if row['source'] == 'gluoncv':
+        weights = "--params %s.params  # gluoncv's file, e.g. from ~/.mxnet/models" % name
+        python = ('Python (gluoncv)', "from gluoncv.model_zoo import get_model\n"
+                  "net = get_model(%r, pretrained=True)  # downloads gluoncv's weights" % name)
+    else:
+        stored = bool((row['weights'] or {}).get('sha1'))
+        weights = '--pretrained' if stored else '--params FILE.params'
+        python = ('Python (Gluon)', "from zoo import get_model\nnet = get_model(%r, %s)" % (
+            name, 'pretrained=True' if stored else
+            'pretrained=False  # no stored weights yet: nas-zoo import %s FILE.params' % name))
     return [
-        ('Python (Gluon)', "from zoo import get_model\nnet = get_model(%r, %s)" % (name, weights)),
+        python,
         ('MXNet symbol (SymbolBlock.imports)',
-         "# nas-export --mxnet %s --pretrained --input-size %d -o %s\nimport mxnet as mx\n"
+         "# nas-export --mxnet %s %s --input-size %d -o %s\nimport mxnet as mx\n"
          "net = mx.gluon.SymbolBlock.imports('%s-symbol.json', ['data'], '%s-0000.params')\n"
-         "logits = net(mx.nd.zeros((1, 3, %d, %d)))" % (name, size, name, name, name, size, size)),
+         "logits = net(mx.nd.zeros((1, 3, %d, %d)))"
+         % (name, weights, size, name, name, name, size, size)),
         ('onnxruntime',
-         "# nas-export --onnx %s --pretrained --input-size %d --dynamic-batch -o %s.onnx\n"
+         "# nas-export --onnx %s %s --input-size %d --dynamic-batch -o %s.onnx\n"
          "import numpy as np, onnxruntime as ort\n"
          "session = ort.InferenceSession('%s.onnx', providers=['CPUExecutionProvider'])\n"
          "x = np.zeros((1, 3, %d, %d), np.float32)\n"
          "logits = session.run(None, {session.get_inputs()[0].name: x})[0]"
-         % (name, size, name, name, size, size))]
+         % (name, weights, size, name, name, size, size))]
 
 
 def _fmt(value, digits, scale=1.0, unit=''):

@@ -49,7 +49,8 @@ def plot_top1_vs_latency(rows, runtime, label, path):
     axis.set_ylabel('ImageNet top-1 (%, published)')
     axis.set_title('Published top-1 vs %s latency' % label, fontsize=10)
     axis.grid(alpha=0.3)
-    axis.legend(fontsize=8, loc='lower right')
+    axis.margins(x=0.15, y=0.08)
+    axis.legend(fontsize=8, loc='best')
     save_figure(fig, path)
     return front
 
