@@ -17,7 +17,8 @@ import numpy as np
 from nas.data import open_dataset
 from nas.evaluate import PathEvaluator
 from nas.sampler import UniformSampler
-from nas.search import Constraints, SearchConfig, run_search
+from nas.constraints import Constraints
+from nas.search import SearchConfig, run_search
 from nas.search_run import SearchData, load_supernet, make_cost
 from nas.space import Arch, SearchSpace
 from nas.train import TrainConfig, train_supernet
@@ -64,7 +65,7 @@ def main():
         best_genetic = run_search(SPACE, genetic, limits, cost, timed, folder)[0]
         evaluated = len(json.load(open(os.path.join(folder, 'candidates.json'))))
         rand = SearchConfig(strategy='random', space=space_mode, random_iters=evaluated,
-                            seed=seed, **frozen)
+                            count_illegal=False, seed=seed, **frozen)  # equal evaluations
         best_random = run_search(SPACE, rand, limits, cost, timed,
                                  os.path.join(work, 'random%d' % seed))[0]
         comparison.append({'seed': seed, 'evaluated': evaluated,

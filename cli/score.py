@@ -4,12 +4,13 @@ import json
 
 import click
 
-from cli.common import handle_errors
+from cli.common import INPUT_SIZE, Group, handle_errors, weights_options
 from nas.atomic import write_csv
 from nas.counting import count_model
 from quantization.report import read_record
-from zoo import resolve_model
-from profiling.scores import REFERENCE_MODELS, micronet_score, normalized_score
+from zoo import load_model
+from nas.normalized import REFERENCE_MODELS, normalized_score
+from profiling.scores import micronet_score
 
 __all__ = ['main', 'SEED_FIGURES']
 
@@ -21,10 +22,9 @@ SEED_FIGURES = {
     'mobilenetv3_large': (217e6, 5.4e6),
     'mobilenetv2_1.4': (585e6, 6.9e6),
 }
-_DEFAULT_INPUT_SIZE = 224
 
 
-@click.group()
+@click.group(cls=Group)
 def main():
     """Count FLOPs/params and score models (SPEC §6 conventions).
 
@@ -33,10 +33,10 @@ def main():
 
 
 def _model_argument(func):
-    func = click.argument('model')(func)
+    func = weights_options(click.argument('model')(func))
     func = click.option('--root', default=None,
                         help='Model store / user zoo root (default $MXNET_HOME/models).')(func)
-    return click.option('--input-size', type=int, default=None,
+    return click.option('--input-size', type=INPUT_SIZE, default=None,
                         help='Input H = W (default: the model\'s own, 224 for gluoncv; needed '
                              'for ONNX files with dynamic spatial dims).')(func)
 
@@ -45,13 +45,11 @@ def _json_option(func):
     return click.option('--json', 'as_json', is_flag=True, help='Print JSON.')(func)
 
 
-def _load(model, input_size, root=None):
+def _load(model, weights, input_size, root=None):
     """(network or ONNX path, input shape or None) for a MODEL argument."""
-    if model.lower().endswith('.onnx'):
-        return model, (3, input_size, input_size) if input_size else None
-    net, arch = resolve_model(model, input_size=input_size, root=root)
-    size = input_size or (arch.space.input_size if arch is not None else _DEFAULT_INPUT_SIZE)
-    return net, (3, size, size)
+    loaded = load_model(model, weights, root=root, input_size=input_size, onnx=True)
+    size = loaded.input_size
+    return loaded.onnx or loaded.net, (3, size, size) if size else None
 
 
 def _shape_text(shape):
@@ -65,9 +63,9 @@ def _shape_text(shape):
 @click.option('--csv', 'csv_path', type=click.Path(dir_okay=False, writable=True),
               default=None, help='Write the per-layer table to this CSV file.')
 @handle_errors
-def flops_command(model, input_size, root, as_json, per_layer, csv_path):
+def flops_command(model, weights, input_size, root, as_json, per_layer, csv_path):
     """FLOPs (multiply-accumulates + bias and pooling adds) and params of MODEL (SPEC §6.1)."""
-    net, shape = _load(model, input_size, root)
+    net, shape = _load(model, weights, input_size, root)
     report = count_model(net, shape)
     if csv_path:
         write_csv(csv_path, ['name', 'op_type', 'out_shape', 'flops', 'params'],
@@ -100,9 +98,9 @@ def flops_command(model, input_size, root, as_json, per_layer, csv_path):
               help='Comparison model: %s.' % ', '.join(REFERENCE_MODELS))
 @_json_option
 @handle_errors
-def normalized_command(model, input_size, root, ref, as_json):
+def normalized_command(model, weights, input_size, root, ref, as_json):
     """Σ = FLOPs/F_ref + params/P_ref of MODEL from exact counts (SPEC §6.3)."""
-    net, shape = _load(model, input_size, root)
+    net, shape = _load(model, weights, input_size, root)
     report = count_model(net, shape)
     score = normalized_score(report.flops, report.params, ref)
     # the seed figures are for the standard 224x224 input
@@ -128,7 +126,7 @@ def normalized_command(model, input_size, root, ref, as_json):
 
 @main.command('micronet')
 @_model_argument
-@click.option('--bits', type=int, default=None,
+@click.option('--bits', type=click.Choice([32, 16, 8]), default=None,
               help='Scenario 32, 16 or 8 for a float model (default 16, the MicroNet freebie); a '
                    'quantized ONNX file is scored at the widths in its graph.')
 @click.option('--count-shuffle', is_flag=True,
@@ -138,9 +136,10 @@ def normalized_command(model, input_size, root, ref, as_json):
                    'MODEL, the float model it was made from, at the bit widths it records.')
 @_json_option
 @handle_errors
-def micronet_command(model, input_size, root, bits, count_shuffle, quant_record, as_json):
+def micronet_command(model, weights, input_size, root, bits, count_shuffle, quant_record,
+                     as_json):
     """MicroNet challenge score of MODEL: params/6.9M + (mults + adds)/1170M (SPEC §6.4)."""
-    net, shape = _load(model, input_size, root)
+    net, shape = _load(model, weights, input_size, root)
     record = read_record(quant_record) if quant_record else None
     if record is not None and bits is not None:
         raise click.UsageError('--bits and --quant-record exclude each other: a record gives '

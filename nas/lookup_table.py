@@ -12,15 +12,16 @@ import os
 import time
 
 from .atomic import write_json
-from .counting import count_ops, trace_net
+from .counting import count_ops
 from .errors import ArchError
 from .network import OneShotNet
 from .space import (Arch, CHANNEL_SCALES, LAST_CONV_CHANNELS, NUM_BLOCKS, NUM_POSITIONS,
                     NUM_SCALES, STAGE_REPEATS, STEM_CHANNELS, SearchSpace)
+from .trace_mxnet import trace_net
 
 __all__ = ['LookupTable', 'default_cache_dir', 'cache_path']
 
-_LOG = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 _MEASURES = ('flops', 'params')
 _UNITS = {'count': 1, 'M': 10 ** 6}
 
@@ -104,7 +105,7 @@ class LookupTable:
                     for part in ('input_block', 'output_block'):
                         value = table.setdefault(part, parts[part][measure])
                         assert value == parts[part][measure], part  # choice-independent
-        _LOG.info('built the lookup table of %s in %.1f s', space.key(), time.time() - start)
+        log.info('built the lookup table of %s in %.1f s', space.key(), time.time() - start)
         return cls(space, tables['flops'], tables['params'])
 
     @classmethod

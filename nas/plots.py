@@ -4,7 +4,7 @@ from .atomic import atomic_paths
 __all__ = ['new_figure', 'save_figure', 'plot_pareto']
 
 _COST_LABELS = {'flops': 'FLOPs (M)', 'params': 'params (M)', 'latency_ms': 'latency (ms)',
-                'micronet': 'MicroNet score'}
+                'micronet': 'MicroNet score', 'combined': 'combined (0.5 F/F_ref + 0.5 P/P_ref)'}
 _COST_SCALE = {'flops': 1e-6, 'params': 1e-6}
 
 
@@ -28,8 +28,10 @@ def save_figure(fig, path):
     return path
 
 
-def plot_pareto(candidates, path, cost_keys=('flops', 'latency_ms'), title='search'):
-    """Top-1 vs each cost: every evaluated candidate, the Pareto front and the best one."""
+def plot_pareto(candidates, path, cost_keys=('flops', 'latency_ms'), title='search',
+                boundaries=()):
+    """Top-1 vs each cost: every evaluated candidate, the Pareto front, the best one and the
+    constraint boundaries, ``(cost key, limit, name)`` as ``Constraints.checks`` gives them."""
     from .search import pareto_front, rank_key
     keys = [k for k in cost_keys if candidates and all(c.costs.get(k) is not None
                                                           for c in candidates)]
@@ -44,6 +46,9 @@ def plot_pareto(candidates, path, cost_keys=('flops', 'latency_ms'), title='sear
         best = min(candidates, key=rank_key)
         ax.scatter([best.costs[key] * scale], [100 * best.top1], marker='*', s=150,
                    color='C1', label='best')
+        for index, (_, limit, name) in enumerate(b for b in boundaries if b[0] == key):
+            ax.axvline(limit * scale, color='C%d' % (4 + index), linestyle='--',
+                       label='limit: %s' % name)
         ax.set_xlabel(_COST_LABELS.get(key, key))
         ax.set_ylabel('top-1 (%)')
         ax.set_title('%s: top-1 vs %s' % (title, _COST_LABELS.get(key, key)))

@@ -23,7 +23,7 @@ from .space import Arch, NUM_BLOCKS, NUM_POSITIONS, NUM_SCALES
 __all__ = ['MODES', 'SAMPLERS', 'CostBox', 'PathSampler', 'UniformSampler', 'ConstrainedSampler',
            'StrollingSampler', 'make_sampler']
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 MODES = ('block', 'channel', 'joint')
 _TRAIN, _VALIDATION = 0, 1  # rng streams
@@ -219,9 +219,9 @@ class StrollingSampler(PathSampler):
             children += self._random(rng, epoch, (flo, fhi, plo, phi),
                                      self.num_children - len(children))
         if not children:
-            logger.warning('strolling evolution: no path in window FLOPs [%.6gM, %.6gM] params '
-                           '[%.6gM, %.6gM]; sampling from the whole box %s', flo / 1e6, fhi / 1e6,
-                           plo / 1e6, phi / 1e6, self.box)
+            log.warning('strolling evolution: no path in window FLOPs [%.6gM, %.6gM] params '
+                        '[%.6gM, %.6gM]; sampling from the whole box %s', flo / 1e6, fhi / 1e6,
+                        plo / 1e6, phi / 1e6, self.box)
             whole = (self.box.min_flops, self.box.max_flops, self.box.min_params,
                      self.box.max_params)
             children = self._random(rng, epoch, whole, self.num_children)

@@ -14,40 +14,17 @@ from typing import Callable, Dict, List, Optional
 
 from .atomic import write_csv, write_json
 from .errors import SearchError
+from .constraints import Constraints, positive
 from .space import Arch, NUM_BLOCKS, NUM_POSITIONS, NUM_SCALES, SearchSpace
 
-__all__ = ['Constraints', 'SearchConfig', 'Candidate', 'CandidateSampler', 'run_search',
-           'pareto_front', 'rank_key', 'SPACE_MODES']
+__all__ = ['SearchConfig', 'Candidate', 'CandidateSampler', 'run_search',
+           'pareto_front', 'rank_key', 'SPACE_MODES', 'FITNESS']
 
 log = logging.getLogger(__name__)
 SPACE_MODES = ('block', 'channel', 'joint')
+FITNESS = ('acc', 'balanced_flop_acc')
 STATE_FILE = 'search_state.json'
-
-
-@dataclass(frozen=True)
-class Constraints:
-    """Upper limits; None means unconstrained. Costs are plain numbers (FLOPs, params, ms)."""
-    max_flops: Optional[float] = None
-    max_params: Optional[float] = None
-    max_latency_ms: Optional[float] = None
-    max_micronet: Optional[float] = None
-
-    def limits(self):
-        return {'flops': self.max_flops, 'params': self.max_params,
-                'latency_ms': self.max_latency_ms, 'micronet': self.max_micronet}
-
-    def violations(self, costs):
-        """Names of the violated limits for a cost dict."""
-        bad = []
-        for key, limit in self.limits().items():
-            if limit is None:
-                continue
-            if costs.get(key) is None:
-                raise SearchError('constraint on %s set but no %s cost is available (give '
-                                  'a latency table for --max-latency-ms)' % (key, key))
-            if costs[key] > limit:
-                bad.append(key)
-        return bad
+SUMMARY_FILE = 'search.json'
 
 
 @dataclass(frozen=True)
@@ -57,11 +34,14 @@ class SearchConfig:
     space: str = 'joint'
     population: int = 50
     generations: int = 20
-    elite: int = 10
+    elite: Optional[int] = None  # None: min(10, population)
     survive_prob: float = 0.1
     mutation_prob: float = 0.1
     top_k: int = 3
     random_iters: int = 100
+    count_illegal: bool = True  # random search: an illegal draw uses up an iteration (SPEC §5.1)
+    fitness: str = 'acc'        # or 'balanced_flop_acc': top-1 - balance_r * combined (§5.2)
+    balance_r: float = 1.0
     seed: int = 0
     fixed_blocks: Optional[tuple] = None    # the frozen vector in 'channel' mode
     fixed_channels: Optional[tuple] = None  # the frozen vector in 'block' mode
@@ -73,12 +53,24 @@ class SearchConfig:
         if self.space not in SPACE_MODES:
             raise SearchError('search space mode must be one of %s, got %r'
                               % (', '.join(SPACE_MODES), self.space))
+        if self.fitness not in FITNESS:
+            raise SearchError('fitness must be one of %s, got %r'
+                              % (', '.join(FITNESS), self.fitness))
         for name in ('population', 'generations', 'top_k', 'random_iters'):
             if getattr(self, name) < 1:
                 raise SearchError('%s must be >= 1, got %r' % (name, getattr(self, name)))
+        positive('balance_r', self.balance_r)
+        if self.elite is None:  # the reference's 10, unless the population is smaller
+            object.__setattr__(self, 'elite', min(10, self.population))
         if not 0 < self.elite <= self.population:
-            raise SearchError('elite must be in 1..population (%d), got %d'
-                              % (self.population, self.elite))
+            raise SearchError('elite must be in 1..population (%d), got %d: lower elite or '
+                              'raise population' % (self.population, self.elite))
+
+    def fitness_of(self, top1, costs):
+        """What the search maximises: top-1, or top-1 - r·combined (acc as a fraction)."""
+        if self.fitness == 'acc':
+            return top1
+        return top1 - self.balance_r * costs['combined']
 
 
 @dataclass
@@ -88,6 +80,7 @@ class Candidate:
     top1: float
     generation: int
     order: int
+    fitness: float
 
 
 class CandidateSampler:
@@ -102,17 +95,23 @@ class CandidateSampler:
         self.cost = cost
         self.rng = rng
         self._cost_cache = {}
+        self.illegal = 0  # illegal draws so far (random draws and children)
         self.fixed_blocks = tuple(config.fixed_blocks or (0,) * NUM_POSITIONS)
         self.fixed_channels = tuple(config.fixed_channels or (NUM_SCALES - 1,) * NUM_POSITIONS)
 
     def costs_of(self, arch):
+        """The cost dict of ``arch`` with its ``combined`` against the comparison model."""
         key = str(arch)
         if key not in self._cost_cache:
-            self._cost_cache[key] = self.cost(arch)
+            costs = dict(self.cost(arch))
+            costs['combined'] = self.constraints.combined(costs)
+            self._cost_cache[key] = costs
         return self._cost_cache[key]
 
     def is_legal(self, arch):
-        return not self.constraints.violations(self.costs_of(arch))
+        legal = not self.constraints.violations(self.costs_of(arch))
+        self.illegal += not legal
+        return legal
 
     def make(self, blocks, channels):
         if self.config.space == 'channel':
@@ -133,7 +132,7 @@ class CandidateSampler:
                 return arch
         raise SearchError('no architecture satisfying %s found in %d random draws; the '
                           'constraints are infeasible or too tight for this space'
-                          % (self._describe_limits(), self.config.max_attempts))
+                          % (self.constraints.describe(), self.config.max_attempts))
 
     def child(self, mother, father):
         """Uniform crossover of two parents, then per-gene mutation (SPEC §5.2)."""
@@ -143,10 +142,6 @@ class CandidateSampler:
         blocks = [rng.randrange(NUM_BLOCKS) if rng.random() < p else b for b in blocks]
         channels = [rng.randrange(NUM_SCALES) if rng.random() < p else c for c in channels]
         return self.make(blocks, channels)
-
-    def _describe_limits(self):
-        return ', '.join('%s <= %g' % (k, v) for k, v in self.constraints.limits().items()
-                         if v is not None) or 'no limits'
 
 
 def _rng_state_to_json(rng):
@@ -181,33 +176,38 @@ class _Run:
     def _load(self, path):
         with open(path) as handle:
             state = json.load(handle)
-        if state['config'] != _config_dict(self.config):
+        if state.get('config') != _config_dict(self.config) or \
+                state.get('constraints') != asdict(self.sampler.constraints):
             raise SearchError('the search in %s was started with other settings; resume with '
                               'the same options or use another output directory' % self.out_dir)
         self.history = [Candidate(**c) for c in state['history']]
-        self._scores = {c.arch: c.top1 for c in self.history}
+        self._scores = {c.arch: c.fitness for c in self.history}
         self.population = state['population']
         self.generation = state['generation']
+        self.sampler.illegal = state['illegal']
         _rng_state_from_json(self.sampler.rng, state['rng'])
 
     def save(self):
-        state = {'config': _config_dict(self.config), 'generation': self.generation,
-                 'population': self.population, 'rng': _rng_state_to_json(self.sampler.rng),
+        state = {'config': _config_dict(self.config),
+                 'constraints': asdict(self.sampler.constraints),
+                 'generation': self.generation, 'population': self.population,
+                 'illegal': self.sampler.illegal, 'rng': _rng_state_to_json(self.sampler.rng),
                  'history': [asdict(c) for c in self.history]}
         write_json(os.path.join(self.out_dir, STATE_FILE), state, error=SearchError, indent=1)
 
     def score(self, arch):
-        """Top-1 of ``arch``; each architecture is evaluated once per run."""
+        """Fitness of ``arch``; each architecture is evaluated once per run."""
         key = str(arch)
         if key in self._scores:
             return self._scores[key]
         costs = self.sampler.costs_of(arch)
         assert not self.sampler.constraints.violations(costs), key
         top1 = float(self.evaluate(arch))
+        fitness = self.config.fitness_of(top1, costs)
         self.history.append(Candidate(key, dict(costs), top1, self.generation,
-                                      len(self.history)))
-        self._scores[key] = top1
-        return top1
+                                      len(self.history), fitness))
+        self._scores[key] = fitness
+        return fitness
 
 
 def _config_dict(config):
@@ -218,11 +218,23 @@ def _config_dict(config):
 
 
 def _random_search(run, progress):
+    """``random_iters`` draws; an illegal one is skipped but counts as an iteration (SPEC §5.1)
+    unless ``count_illegal`` is off, when each iteration draws until it finds a legal one."""
+    sampler = run.sampler
     while run.generation < run.config.random_iters:
-        run.score(run.sampler.sample_legal())
+        if not run.config.count_illegal:
+            run.score(sampler.sample_legal())
+        else:
+            arch = sampler.random_arch()
+            if sampler.is_legal(arch):
+                run.score(arch)
         run.generation += 1
         run.save()
         progress(1)
+    if not run.history:
+        raise SearchError('none of the %d random draws satisfied %s; loosen the limits or pass '
+                          '--no-count-illegal to draw until a legal one is found'
+                          % (run.config.random_iters, sampler.constraints.describe()))
 
 
 def _genetic_search(run, progress):
@@ -261,12 +273,13 @@ def _genetic_search(run, progress):
 
 def run_search(space, config, constraints, cost, evaluate, out_dir, resume=False,
                progress=None):
-    """Run the configured search; returns the top-k candidates (best first).
+    """Run the configured search; returns the top-k candidates (best fitness first).
 
     ``cost(arch)`` returns a dict with at least ``flops`` and ``params`` (and ``latency_ms`` /
     ``micronet`` when those are constrained); ``evaluate(arch)`` returns top-1 in [0, 1].
-    Writes ``search_state.json`` after each step, and ``candidates.csv``/``.json`` and
-    ``topk.json`` at the end.
+    Writes ``search_state.json`` after each step, and ``candidates.csv``/``.json``,
+    ``topk.json`` and ``search.json`` (the rule, the fitness, evaluated and illegal counts) at
+    the end.
     """
     rng = random.Random(config.seed)
     sampler = CandidateSampler(space, config, constraints, cost, rng)
@@ -277,24 +290,35 @@ def run_search(space, config, constraints, cost, evaluate, out_dir, resume=False
     else:
         _genetic_search(run, progress)
     top = sorted(run.history, key=rank_key)[:config.top_k]
-    _write_results(out_dir, run.history, top)
+    _write_results(run, top)
     return top
 
 
-def _write_results(out_dir, history, top):
+def _write_results(run, top):
+    out_dir, history, constraints = run.out_dir, run.history, run.sampler.constraints
     keys = sorted({k for c in history for k in c.costs})
     write_csv(os.path.join(out_dir, 'candidates.csv'),
-              ['order', 'generation', 'arch', 'top1'] + keys,
-              [[c.order, c.generation, c.arch, '%.6f' % c.top1] + [c.costs.get(k) for k in keys]
-               for c in history], error=SearchError)
+              ['order', 'generation', 'arch', 'top1', 'fitness'] + keys,
+              [[c.order, c.generation, c.arch, '%.6f' % c.top1, '%.6f' % c.fitness]
+               + [c.costs.get(k) for k in keys] for c in history], error=SearchError)
     for name, candidates in (('candidates.json', history), ('topk.json', top)):
         write_json(os.path.join(out_dir, name), [asdict(c) for c in candidates],
                    error=SearchError, indent=1)
+    summary = {'rule': constraints.describe(), 'constraints': asdict(constraints),
+               'fitness': run.config.fitness, 'balance_r': run.config.balance_r,
+               'strategy': run.config.strategy, 'evaluated': len(history),
+               'illegal_draws': run.sampler.illegal}
+    if run.config.strategy == 'random':
+        summary.update(iterations=run.config.random_iters,
+                       count_illegal=run.config.count_illegal)
+    log.info('%d candidates evaluated, %d illegal draws skipped (%s)', len(history),
+             run.sampler.illegal, summary['rule'])
+    write_json(os.path.join(out_dir, SUMMARY_FILE), summary, error=SearchError, indent=1)
 
 
 def rank_key(candidate):
-    """Best first: higher top-1, then (ties) fewer FLOPs, then the earlier evaluated."""
-    return (-candidate.top1, candidate.costs.get('flops', 0), candidate.order)
+    """Best first: higher fitness, then (ties) fewer FLOPs, then the earlier evaluated."""
+    return (-candidate.fitness, candidate.costs.get('flops', 0), candidate.order)
 
 
 def pareto_front(candidates, cost_key):

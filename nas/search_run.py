@@ -1,7 +1,6 @@
 """A search over a trained supernet run directory: load it, build the cost and accuracy
 functions, run ``nas.search.run_search`` and plot the Pareto fronts."""
 import json
-import logging
 import os
 import time
 
@@ -14,12 +13,11 @@ from .lookup_table import LookupTable
 from .network import OneShotNet
 from .params_io import load_params_checked
 from .plots import plot_pareto
-from .search import Candidate, Constraints, SearchConfig, run_search
+from .constraints import Constraints
+from .search import SUMMARY_FILE, Candidate, SearchConfig, run_search
 from .space import SearchSpace
 
 __all__ = ['load_supernet', 'load_supernet_space', 'SearchData', 'search_supernet', 'make_cost']
-
-log = logging.getLogger(__name__)
 
 
 def load_supernet_space(run_dir):
@@ -93,13 +91,16 @@ def make_cost(space, latency=None, micronet=None, table=None):
 
 
 def _check_feasible(table, constraints, latency_floor=None):
-    """Fail at once when even the cheapest architecture breaks a limit (SPEC §3.5: never hang)."""
+    """Fail at once when even the cheapest architecture breaks a limit (SPEC §3.5: never hang).
+    The combined floor pairs the least FLOPs with the least params: a bound no path beats."""
     min_flops, min_params = table.min_cost()
-    floors = {'flops': min_flops, 'params': min_params, 'latency_ms': latency_floor}
-    for key, limit in constraints.limits().items():
-        if limit is not None and floors.get(key) is not None and floors[key] > limit:
+    floors = {'flops': min_flops, 'params': min_params, 'latency_ms': latency_floor,
+              'combined': constraints.combined({'flops': min_flops, 'params': min_params})}
+    for key, limit, name in constraints.checks():
+        if floors.get(key) is not None and floors[key] > limit:
             raise SearchError('infeasible constraints: the smallest %s in this search space is '
-                              '%s, above the limit %s' % (key, _fmt(floors[key]), _fmt(limit)))
+                              '%s, above the %s limit %s'
+                              % (key, _fmt(floors[key]), name, _fmt(limit)))
 
 
 def _fmt(value):
@@ -127,9 +128,14 @@ def search_supernet(run_dir, out_dir, config=SearchConfig(), constraints=Constra
                      progress=update)
     with open(os.path.join(out_dir, 'candidates.json')) as handle:
         history = [Candidate(**c) for c in json.load(handle)]
+    with open(os.path.join(out_dir, SUMMARY_FILE)) as handle:
+        recorded = json.load(handle)
     plot_pareto(history, os.path.join(out_dir, 'pareto.png'),
-                cost_keys=('flops', 'params', 'latency_ms'), title=config.strategy)
-    summary = {'evaluated': len(history), 'seconds': time.time() - start,
-               'best': top[0].arch, 'best_top1': top[0].top1, 'space': space.key()}
+                cost_keys=('flops', 'params', 'combined', 'latency_ms'), title=config.strategy,
+                boundaries=constraints.checks())
+    summary = {'evaluated': len(history), 'illegal_draws': recorded['illegal_draws'],
+               'rule': recorded['rule'], 'fitness': config.fitness,
+               'seconds': time.time() - start, 'best': top[0].arch, 'best_top1': top[0].top1,
+               'best_fitness': top[0].fitness, 'space': space.key()}
     return top, summary
 

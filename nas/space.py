@@ -1,6 +1,7 @@
 """The SPOS search space (SPEC §1): constants, the ``Arch`` description and its JSON form.
 
-No MXNet here: everything that describes a network without building it.
+Everything that describes a network without building it: no Gluon blocks and no MXNet calls here
+(the ``nas`` package itself still imports MXNet on import, to fail early when it is missing).
 """
 import dataclasses
 import json

@@ -1,17 +1,17 @@
-"""Scores against reference models: the Σ normalised score and the MicroNet score (SPEC §6.4).
+"""The MicroNet challenge score (SPEC §6.4) of a network or an ONNX file.
 
-``normalized_score`` lives in ``nas.counting`` because the search constrains on it (SPEC §5) and
-``nas`` may not import ``profiling``; it is re-exported here. The MicroNet score reads the same
-traced graph as the FLOPs counter, so a network or an ONNX file is scored without model formulas.
+It reads the same traced graph as the FLOPs counter (``nas.counting``), so any network is scored
+without model formulas. The Σ normalised score is ``nas.normalized``: the search constrains on it
+(SPEC §5) and ``nas`` may not import ``profiling``.
 """
 from dataclasses import dataclass, replace
 from typing import Tuple, Union
 
-from nas.counting import REFERENCE_MODELS, normalized_score, trace_model
+from nas.counting import trace_model
 from nas.errors import ProfilingError
 
 __all__ = ['MICRONET_PARAMS', 'MICRONET_OPS', 'MicronetLayer', 'MicronetReport',
-           'micronet_score', 'with_record_bits', 'normalized_score', 'REFERENCE_MODELS']
+           'micronet_score', 'with_record_bits']
 
 MICRONET_PARAMS = 6.9e6  # MobileNetV2-1.4 at 32 bit, the MicroNet reference (SPEC §6.4)
 MICRONET_OPS = 1170e6

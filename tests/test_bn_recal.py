@@ -44,18 +44,22 @@ def test_ema_mode_weights_the_last_batch():
     assert np.all(np.sign(got) == np.sign(last))
 
 
-def test_supernet_path_recalibration_changes_only_path(tiny_arch):
+@pytest.mark.parametrize('mode', ['cumulative', 'ema'])
+def test_supernet_path_recalibration_changes_only_path(tiny_arch, mode):
     supernet = OneShotNet(space=tiny_arch.space)
     supernet.initialize()
     mask = channel_mask(tiny_arch.space, tiny_arch.channels)
     unused = supernet.units[0].choices[(tiny_arch.blocks[0] + 1) % 4].main[0].bn
     unused.running_mean.set_data(mx.nd.ones(unused.running_mean.shape) * 3)
-    batches = [mx.nd.random.uniform(shape=(4, 3, 32, 32)) for _ in range(2)]
-    recalibrate_bn(supernet, batches, lambda x: supernet(x, tiny_arch.blocks, mask))
+    unused.running_var.set_data(mx.nd.ones(unused.running_var.shape) * 2)
     used = supernet.units[0].choices[tiny_arch.blocks[0]].main[0].bn
-    assert np.abs(used.running_mean.data().asnumpy()).sum() > 0
-    # reset to 0 but never run: unchanged by the path, i.e. exactly the reset value
-    assert np.all(unused.running_mean.data().asnumpy() == 0)
+    used.running_mean.set_data(mx.nd.ones(used.running_mean.shape) * 3)
+    batches = [mx.nd.random.uniform(shape=(4, 3, 32, 32)) for _ in range(2)]
+    recalibrate_bn(supernet, batches, lambda x: supernet(x, tiny_arch.blocks, mask), mode=mode)
+    assert not np.any(used.running_mean.data().asnumpy() == 3)
+    # off the path: the statistics it had, not a reset
+    assert np.all(unused.running_mean.data().asnumpy() == 3)
+    assert np.all(unused.running_var.data().asnumpy() == 2)
 
 
 def test_needs_batches():

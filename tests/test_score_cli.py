@@ -210,12 +210,12 @@ def test_dynamic_onnx_needs_input_size(tmp_path):
     path = _write_onnx(str(tmp_path / 'dynamic.onnx'), ['N', 3, 'H', 'W'])
     for command in ('flops', 'normalized', 'micronet'):
         _assert_user_error(_run(command, path), 'pass input_size')
-    data = _json('flops', path, '--input-size', 16)
-    assert (data['flops'], data['params']) == (ONNX_FLOPS, ONNX_PARAMS)
+    data = _json('flops', path, '--input-size', 32)  # four times the 16 x 16 conv and GAP
+    assert (data['flops'], data['params']) == (32 * 32 * 4 * (27 + 1 + 1) + 10, ONNX_PARAMS)
 
 
 def test_bad_options_are_one_line_errors():
     _assert_user_error(_run('normalized', 'oneshot', '--ref', 'ResNet'),
-                       "unknown reference model 'ResNet'")
-    _assert_user_error(_run('micronet', 'oneshot', '--bits', 4), 'bits must be 32, 16 or 8')
+                       "unknown comparison model 'ResNet'; known: SinglePathOneShot, ")
+    _assert_user_error(_run('micronet', 'oneshot', '--bits', 4), "'4' is not one of '32', '16'")
     _assert_user_error(_run('flops', 'oneshot', '--input-size', 100), 'not a multiple of 32')

@@ -3,8 +3,9 @@ import json
 
 import pytest
 
-from nas.errors import SearchError
-from nas.search import Constraints, SearchConfig, run_search, pareto_front
+from nas.constraints import Constraints
+from nas.errors import SearchError, UnknownModelError
+from nas.search import SearchConfig, run_search, pareto_front
 from nas.space import SearchSpace
 
 SPACE = SearchSpace(input_size=32, classes=10)
@@ -69,9 +70,13 @@ def test_same_seed_same_result_and_resume_after_kill(tmp_path):
 
 
 def test_infeasible_constraints_fail_fast(tmp_path):
-    config = SearchConfig(strategy='random', random_iters=3, max_attempts=200)
+    config = SearchConfig(strategy='random', random_iters=3, max_attempts=200,
+                          count_illegal=False)
     with pytest.raises(SearchError, match='infeasible'):
-        run_search(SPACE, config, Constraints(max_flops=-1), cost, accuracy, str(tmp_path))
+        run_search(SPACE, config, Constraints(max_flops=1), cost, accuracy, str(tmp_path / 'a'))
+    counted = SearchConfig(strategy='random', random_iters=3)
+    with pytest.raises(SearchError, match='none of the 3 random draws satisfied flops <= 1'):
+        run_search(SPACE, counted, Constraints(max_flops=1), cost, accuracy, str(tmp_path / 'b'))
 
 
 def test_genetic_beats_random_on_synthetic_objective(tmp_path):
@@ -105,8 +110,18 @@ def test_pareto_front_is_non_dominated(tmp_path):
 def test_bad_config_is_a_clear_error():
     with pytest.raises(SearchError, match='strategy'):
         SearchConfig(strategy='evolve')
-    with pytest.raises(SearchError, match='elite'):
+    with pytest.raises(SearchError, match='lower elite or raise population'):
         SearchConfig(population=5, elite=6)
+    with pytest.raises(SearchError, match='fitness must be one of acc, balanced_flop_acc'):
+        SearchConfig(fitness='flops')
+    for bad in (0, -1, float('nan')):
+        with pytest.raises(SearchError, match='balance_r must be a positive number'):
+            SearchConfig(balance_r=bad)
+        with pytest.raises(SearchError, match='max_combined must be a positive number'):
+            Constraints(max_combined=bad)
+    with pytest.raises(UnknownModelError, match='known: SinglePathOneShot, MobileNetV3_large, '
+                                                'MobileNetV2_1.4, ShuffleNetV2\\+_medium'):
+        Constraints(reference='MobileNetV4')
 
 
 def test_ties_go_to_the_cheaper_architecture(tmp_path):
@@ -114,3 +129,83 @@ def test_ties_go_to_the_cheaper_architecture(tmp_path):
     top = run_search(SPACE, config, Constraints(), cost, lambda arch: 0.5, str(tmp_path))
     history = json.load(open(tmp_path / 'candidates.json'))
     assert top[0].costs['flops'] == min(c['costs']['flops'] for c in history)
+
+
+def test_library_defaults_are_the_spec_recipe(tmp_path):
+    """SPEC §5.2 from Python with no arguments: population 50, 20 generations, 10 elite,
+    mutation 0.1, top-3 (and §5.1: 100 random iterations, illegal draws counted)."""
+    import inspect
+    from nas.search_run import search_supernet
+    config = SearchConfig()
+    assert (config.strategy, config.population, config.generations, config.elite,
+            config.survive_prob, config.mutation_prob, config.top_k, config.random_iters,
+            config.count_illegal, config.fitness) == \
+        ('genetic', 50, 20, 10, 0.1, 0.1, 3, 100, True, 'acc')
+    assert inspect.signature(search_supernet).parameters['config'].default == config
+    top = run_search(SPACE, config, Constraints(), cost, accuracy, str(tmp_path))
+    history = json.load(open(tmp_path / 'candidates.json'))
+    assert sum(c['generation'] == 0 for c in history) == 50
+    assert max(c['generation'] for c in history) == 20 and len(top) == 3
+    state = json.load(open(tmp_path / 'search_state.json'))
+    assert len(state['population']) == 50 and state['generation'] == 20
+
+
+def test_elite_default_fits_the_population():
+    assert SearchConfig(population=8).elite == 8
+    assert SearchConfig(population=30).elite == 10
+    assert SearchConfig(population=30, elite=4).elite == 4
+
+
+def test_random_search_counts_illegal_draws_as_iterations(tmp_path):
+    """SPEC §5.1: 100 iterations are 100 draws; the illegal ones are skipped, not redrawn."""
+    config = SearchConfig(strategy='random', random_iters=100, seed=2)
+    run_search(SPACE, config, LIMITS, cost, accuracy, str(tmp_path / 'counted'))
+    summary = json.load(open(tmp_path / 'counted' / 'search.json'))
+    history = json.load(open(tmp_path / 'counted' / 'candidates.json'))
+    assert 0 < summary['illegal_draws'] < 100 and summary['count_illegal']
+    assert summary['evaluated'] == len(history) == 100 - summary['illegal_draws']
+    assert summary['rule'] == 'flops <= 900 FLOPs, params <= 90 params'
+    redrawn = SearchConfig(strategy='random', random_iters=100, seed=2, count_illegal=False)
+    run_search(SPACE, redrawn, LIMITS, cost, accuracy, str(tmp_path / 'redrawn'))
+    assert len(json.load(open(tmp_path / 'redrawn' / 'candidates.json'))) == 100
+
+
+def _real_cost(arch):
+    """FLOPs and params on the scale of a 224 x 224 network: 50M-590M, 1M-7M."""
+    return {'flops': 50e6 + 3e6 * sum(arch.channels), 'params': 1e6 + 0.1e6 * sum(arch.blocks)}
+
+
+@pytest.mark.parametrize('ref', ['SinglePathOneShot', 'MobileNetV3_large'])
+def test_reference_rule_admits_only_combined_at_most_one(tmp_path, ref):
+    ref_flops, ref_params = {'SinglePathOneShot': (328e6, 3.4e6),
+                             'MobileNetV3_large': (217e6, 5.4e6)}[ref]
+    rule = Constraints(reference=ref, max_flop_ratio=1.2)
+    assert rule.max_combined == 1  # the reference's rule when only the model is named
+    config = SearchConfig(strategy='random', random_iters=60, seed=1)
+    run_search(SPACE, config, rule, _real_cost, accuracy, str(tmp_path))
+    history = json.load(open(tmp_path / 'candidates.json'))
+    summary = json.load(open(tmp_path / 'search.json'))
+    assert summary['illegal_draws'] > 0 and summary['constraints']['reference'] == ref
+    assert summary['rule'].startswith('combined <= 1, F/F_ref <= 1.2 against %s' % ref)
+    for cand in history:
+        flops, params = cand['costs']['flops'], cand['costs']['params']
+        combined = 0.5 * flops / ref_flops + 0.5 * params / ref_params
+        assert cand['costs']['combined'] == pytest.approx(combined, rel=1e-12)
+        assert combined <= 1 and flops / ref_flops <= 1.2
+
+
+def test_balanced_fitness_trades_accuracy_for_cost(tmp_path):
+    """acc - r * combined: the same draws ranked two ways; the balanced winner is cheaper."""
+    runs = {}
+    for fitness in ('acc', 'balanced_flop_acc'):
+        config = SearchConfig(strategy='random', random_iters=40, seed=3, fitness=fitness)
+        top = run_search(SPACE, config, Constraints(), _real_cost, accuracy,
+                         str(tmp_path / fitness))
+        runs[fitness] = top[0], json.load(open(tmp_path / fitness / 'candidates.json'))
+    (acc_best, acc_hist), (bal_best, bal_hist) = runs['acc'], runs['balanced_flop_acc']
+    assert [c['top1'] for c in acc_hist] == [c['top1'] for c in bal_hist]
+    for cand in bal_hist:
+        assert cand['fitness'] == pytest.approx(cand['top1'] - cand['costs']['combined'])
+    assert bal_best.fitness == max(c['fitness'] for c in bal_hist)
+    assert bal_best.top1 < acc_best.top1 and bal_best.costs['combined'] < \
+        acc_best.costs['combined']
