@@ -1,6 +1,5 @@
 """Training schedules: the per-iteration learning rate (SPEC §3.1) and the channel-selection
 warm-up of the supernet (SPEC §3.4)."""
-import math
 from dataclasses import dataclass
 
 from .errors import TrainingError
@@ -18,12 +17,11 @@ _WARMUP_ROWS = {
 
 def learning_rate(step, base_lr, warmup_steps, total_steps):
     """LR of iteration ``step`` (0-based): linear 0 -> base over ``warmup_steps``, then cosine
-    from base to 0 at ``total_steps`` (SPEC §3.1)."""
-    if step < warmup_steps:
-        return base_lr * step / warmup_steps
-    decay_steps = max(total_steps - warmup_steps, 1)
-    progress = min(step - warmup_steps, decay_steps) / decay_steps
-    return 0.5 * base_lr * (1.0 + math.cos(math.pi * progress))
+    from base to 0 at ``total_steps`` (SPEC §3.1), by MXNet's CosineScheduler. A warm-up that
+    spans the whole run has no cosine part: the LR after it is the base LR."""
+    from mxnet.lr_scheduler import CosineScheduler  # here: the sampler imports us, MXNet-free
+    return CosineScheduler(max(int(total_steps), int(warmup_steps) + 1), base_lr,
+                           warmup_steps=int(warmup_steps))(step)
 
 
 def warmup_offset(e, layout='OneShot'):

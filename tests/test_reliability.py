@@ -8,7 +8,8 @@ import pytest
 from click.testing import CliRunner
 
 from cli.export import main as export_cli
-from nas.data import load_digits, write_image_folder, write_recordio
+from fixtures import write_image_folder, write_recordio
+from nas.data import load_digits
 from cli.train import main as train_cli
 from cli.profile import main as profile_cli
 from cli.score import main as score_cli

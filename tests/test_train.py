@@ -10,14 +10,16 @@ from click.testing import CliRunner
 from mxnet import autograd, gluon
 
 from conftest import kill_when
-from nas.data import load_digits, open_dataset, write_image_folder, write_recordio
+from fixtures import write_image_folder, write_recordio
+from nas.data import load_digits, open_dataset
 from nas.errors import TrainingError
 from nas.network import OneShotNet, channel_mask
 from nas.sampler import CostBox, StrollingSampler, UniformSampler
 from nas.schedule import ChannelSchedule, learning_rate
 from nas.space import Arch, SearchSpace
-from nas.train import (TrainConfig, _Run, latest_checkpoint, read_metrics, smooth_labels, train,
-                       train_subnet, train_supernet)
+from nas.train import (TrainConfig, latest_checkpoint, read_metrics, subnet_recipe,
+                       supernet_recipe, train, train_subnet, train_supernet)
+from nas.train_loop import Run, smooth_labels
 from cli.train import main as cli
 
 PLAIN32 = SearchSpace(input_size=32, classes=10)
@@ -54,11 +56,12 @@ def test_label_smoothing_targets():
 
 
 def test_update_is_nag_without_decay_on_bn_and_bias_skipping_unused_paths(digits, tmp_path):
-    """Our per-path update equals gluon's NAG Trainer with ignore_stale_grad on the same paths."""
+    """The loop's per-path update (no-wd on BN and biases, only the path's gradients) equals a
+    plain gluon NAG Trainer with ignore_stale_grad on the same paths."""
     cfg = TrainConfig(lr=0.1, wd=1e-2, epochs=1, batch_size=8)
     ours = OneShotNet(space=PLAIN32)
-    run = _Run(ours, head(digits[0], 16), None, tmp_path, cfg, UniformSampler(PLAIN32), None,
-               'local', False)
+    run = Run(ours, head(digits[0], 16), None, tmp_path, cfg, UniformSampler(PLAIN32), None,
+              'local', False)
     mx.random.seed(0)
     reference = OneShotNet(space=PLAIN32)
     reference.initialize()
@@ -70,7 +73,6 @@ def test_update_is_nag_without_decay_on_bn_and_bias_skipping_unused_paths(digits
                             {'learning_rate': 0.1, 'momentum': 0.9, 'wd': 1e-2})
     loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
     x, y = mx.nd.random.normal(shape=(4, 3, 32, 32)), mx.nd.array(np.arange(4))
-    run.optimizer.rescale_grad = 1 / 4
     initial = {n: p.data().asnumpy() for n, p in ours._collect_params_with_prefix().items()}
     for step in range(3):
         arch = UniformSampler(PLAIN32, seed=0).sample(step, 0)
@@ -80,7 +82,7 @@ def test_update_is_nag_without_decay_on_bn_and_bias_skipping_unused_paths(digits
             with autograd.record():
                 loss = loss_fn(net(x, arch.blocks, mask), y)
             loss.backward()
-        run._update()
+        run._update(4)
         trainer.step(4, ignore_stale_grad=True)
     got, want = ours._collect_params_with_prefix(), reference._collect_params_with_prefix()
     for name in want:
@@ -91,7 +93,8 @@ def test_update_is_nag_without_decay_on_bn_and_bias_skipping_unused_paths(digits
     assert np.all(got[unused].data().asnumpy() == initial[unused])
     assert got['units.0.choices.0.main.0.bn.gamma'].wd_mult == 0.0
     assert got['output.bias'].wd_mult == 0.0 and got['output.weight'].wd_mult == 1.0
-    assert run.optimizer.momentum == 0.9 and isinstance(run.optimizer, mx.optimizer.NAG)
+    assert run.trainer.optimizer.momentum == 0.9
+    assert isinstance(run.trainer.optimizer, mx.optimizer.NAG)
 
 
 def test_bn_momentum_is_gluon_default():
@@ -150,7 +153,7 @@ def test_checkpoints_keep_the_last_k(digits, tmp_path):
     names = sorted(os.listdir(tmp_path / 'checkpoints'))
     assert names == ['ckpt-000000008', 'ckpt-000000010']
     assert sorted(os.listdir(tmp_path / 'checkpoints' / names[-1])) == [
-        'net.params', 'optimizer.params', 'state.json']
+        'net.params', 'optimizer.states', 'state.json']
     with open(tmp_path / 'checkpoints' / names[-1] / 'state.json') as handle:
         state = json.load(handle)
     assert (state['epoch'], state['batch'], state['step']) == (2, 0, 10)
@@ -215,7 +218,7 @@ def test_supernet_resume_mid_epoch_repeats_the_uninterrupted_run(digits, tmp_pat
 
 
 def test_subnet_resume_mid_epoch_is_exact(digits, tmp_path, monkeypatch):
-    import nas.train
+    import nas.train_loop
     cfg = TrainConfig(epochs=2, batch_size=8, lr=0.02, warmup_epochs=1, checkpoint_every=3)
     train_set = head(digits[0], 40)  # 5 steps per epoch
     train_subnet(TINY, train_set, None, tmp_path / 'a', cfg)
@@ -226,7 +229,7 @@ def test_subnet_resume_mid_epoch_is_exact(digits, tmp_path, monkeypatch):
         if len(calls) == 8:
             raise _Interrupted()
         return smooth_labels(label, classes, eps)
-    monkeypatch.setattr(nas.train, 'smooth_labels', crash_at_step_7)
+    monkeypatch.setattr(nas.train_loop, 'smooth_labels', crash_at_step_7)
     with pytest.raises(_Interrupted):
         train_subnet(TINY, train_set, None, tmp_path / 'b', cfg)
     monkeypatch.undo()
@@ -258,13 +261,13 @@ def test_divergence_stops_and_keeps_the_last_good_checkpoint(digits, tmp_path):
 
 
 def test_nan_loss_stops_before_the_update(digits, tmp_path, monkeypatch):
-    import nas.train
+    import nas.train_loop
     calls = []
 
     def poisoned(label, classes, eps):  # the 4th step sees a NaN target
         calls.append(1)
         return smooth_labels(label, classes, eps) * (float('nan') if len(calls) == 4 else 1.0)
-    monkeypatch.setattr(nas.train, 'smooth_labels', poisoned)
+    monkeypatch.setattr(nas.train_loop, 'smooth_labels', poisoned)
     cfg = TrainConfig(epochs=2, batch_size=8, lr=0.01, checkpoint_every=1)
     with pytest.raises(TrainingError, match='loss became nan at epoch 0, step 3'):
         train_subnet(TINY, head(digits[0], 48), None, tmp_path, cfg)
@@ -426,7 +429,7 @@ def test_cli_refuses_to_overwrite_a_run_and_bad_limits(tmp_path, arch_json, digi
     assert sorted(os.listdir(tmp_path / 'run' / 'checkpoints')) == before
     line = _one_line_error(run_cli('supernet', '--sampler', 'constrained', '--max-flops', 'lots',
                                    '-o', str(tmp_path / 'other')))
-    assert 'cannot read FLOPs limit' in line
+    assert '--max-flops' in line and '300M' in line
 
 
 @pytest.mark.slow
