@@ -21,7 +21,7 @@ from nas.space import Arch, SearchSpace, NUM_BLOCKS, NUM_POSITIONS, NUM_SCALES
 from profiling.latency_table import measure_latency, measure_latency_table, predict_latency
 from profiling.op_by_op import profile_op_by_op
 from profiling.timing import RUNTIMES, cpu_model
-from zoo import resolve_model
+from zoo import load_model
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -90,7 +90,7 @@ def predictor_error(args, space):
 def op_sums(args):
     results = {}
     for runtime in RUNTIMES:
-        net, _ = resolve_model('oneshot_plus', input_size=args.input_size)
+        net = load_model('oneshot_plus', input_size=args.input_size).net
         profile = profile_op_by_op(net, input_size=args.input_size, runtime=runtime,
                                    threads=args.threads, runs=args.runs, warmup=args.warmup,
                                    model_name='oneshot_plus')

@@ -4,7 +4,6 @@ This is what ``nas-quantize`` runs: resolve the model, read calibration images, 
 the chosen runtime, write the result atomically, and optionally evaluate FP32 vs INT8.
 """
 import dataclasses
-import logging
 import os
 import tempfile
 from typing import Optional, Tuple
@@ -13,9 +12,8 @@ import mxnet as mx
 
 from export.merge_bn import merge_bn
 from export.onnx import export_onnx
-from nas.errors import QuantizationError, WeightsError
-from nas.params_io import load_params_checked
-from zoo import get_model_file, resolve_model
+from nas.errors import QuantizationError
+from zoo import load_model
 from .calib import check_choice, open_reader
 from .evaluate import EvalBatches, EvalReport, evaluate_mxnet, evaluate_ort
 from .mxnet_int8 import quantize_mxnet, save_mxnet_int8
@@ -24,9 +22,7 @@ from .report import QuantReport, sidecar_path
 
 __all__ = ['BACKENDS', 'QuantizeResult', 'quantize_model']
 
-log = logging.getLogger(__name__)
 BACKENDS = ('mxnet', 'onnxruntime')
-DEFAULT_INPUT_SIZE = 224
 
 
 @dataclasses.dataclass
@@ -40,30 +36,26 @@ class QuantizeResult:
                 'evaluation': self.evaluation.to_dict() if self.evaluation else None}
 
 
-def quantize_model(model, backend, calib_data, output, params=None, input_size=None,
+def quantize_model(model, backend, calib_data, output, weights=None, input_size=None,
                    num_calib=320, calib_method=None, exclude=(), keep_first_last=None,
                    eval_data=None, eval_images=None, batch_size=1, opset=13, root=None,
                    on_batch=None, **backend_options):
     """Quantize ``model`` (zoo name, architecture JSON, gluoncv name; or an FP32 ``.onnx`` file
     for onnxruntime) and write it to ``output`` (an MXNet prefix or an ``.onnx`` path).
 
-    ``calib_method`` defaults to 'naive' (mxnet) / 'minmax' (onnxruntime); ``keep_first_last``
-    (keep the first conv and the classifier FP32) to True (mxnet) / False (onnxruntime), for the
-    reasons in the backend modules. ``batch_size`` is the batch dimension of an exported ONNX
-    model. ``backend_options`` go to ``quantize_mxnet``
+    ``weights`` is as for ``zoo.load_model`` (by default the store's weights of a zoo model,
+    else random ones with a warning). ``calib_method`` defaults to 'naive' (mxnet) / 'minmax'
+    (onnxruntime); ``keep_first_last`` (keep the first conv and the classifier FP32) to True
+    (mxnet) / False (onnxruntime), for the reasons in the backend modules. ``batch_size`` is the
+    batch dimension of an exported ONNX model. ``backend_options`` go to ``quantize_mxnet``
     (quantized_dtype) or ``quantize_ort`` (per_channel, activation_type, weight_type,
     quant_format).
     """
     check_choice(backend, BACKENDS, 'backend')
-    is_onnx = str(model).endswith('.onnx')
-    if is_onnx and backend != 'onnxruntime':
+    if str(model).lower().endswith('.onnx') and backend != 'onnxruntime':
         raise QuantizationError('%s is an ONNX file; quantize it with --backend onnxruntime, or '
                                 'give the architecture for --backend mxnet' % model)
-    net = None
-    if is_onnx:
-        size = _onnx_input_size(model)
-    else:
-        net, size = _load_net(model, params, input_size, root)
+    net, size = _load_net(model, weights, input_size, root)
     size = input_size or size
     # open both datasets before any work, so that a bad path fails before anything is written
     reader = open_reader(calib_data, size, num_calib)
@@ -79,8 +71,8 @@ def quantize_model(model, backend, calib_data, output, params=None, input_size=N
         files = save_mxnet_int8(qnet, output, report)
         return QuantizeResult(report, evaluation, files)
     with tempfile.TemporaryDirectory(prefix='nas-quantize-') as folder:
-        fp32 = str(model) if is_onnx else os.path.join(folder, 'fp32.onnx')
-        if not is_onnx:
+        fp32 = str(model) if net is None else os.path.join(folder, 'fp32.onnx')
+        if net is not None:
             export_onnx(merge_bn(net, input_shape), fp32, (batch_size, 3, size, size), opset=opset)
         report = quantize_ort(fp32, output, reader, calibrate=calib_method or 'minmax',
                               exclude=exclude, keep_first_last=bool(keep_first_last),
@@ -97,23 +89,12 @@ def _onnx_input_size(path):
     return shape[2]
 
 
-def _stored_weights(model, root):
-    try:
-        return get_model_file(model, root)
-    except WeightsError:
-        return None
-
-
-def _load_net(model, params, input_size, root):
-    """The FP32 network of ``model`` with ``params`` loaded (by default the verified weights of a
-    zoo model when the store has them), and its input size."""
-    net, arch = resolve_model(model, input_size=input_size, root=root)
-    params = params or _stored_weights(model, root)
-    if params:
-        load_params_checked(net, params)
-    else:
-        log.warning('%s has no weights (give --params or nas-zoo import them): quantizing a '
-                    'randomly initialised network', model)
-    size = input_size or (arch.space.input_size if arch is not None else DEFAULT_INPUT_SIZE)
-    net(mx.nd.zeros((1, 3, size, size)))  # finish deferred initialisation
-    return net, size
+def _load_net(model, weights, input_size, root):
+    """The FP32 network of ``model`` with its weights (``zoo.load_model``; None for an ONNX
+    file, which carries its own) and its input size."""
+    loaded = load_model(model, weights, root=root, input_size=input_size, onnx=True)
+    if loaded.onnx:
+        return None, _onnx_input_size(loaded.onnx)
+    size = loaded.input_size
+    loaded.net(mx.nd.zeros((1, 3, size, size)))  # finish deferred initialisation
+    return loaded.net, size

@@ -103,12 +103,11 @@ def test_reference_layout_file_imports_by_order(tmp_path, store_root):
 def test_user_zoo_register_and_resolve(tmp_path, store_root, tiny_arch):
     zoo.register_model('digits_net', tiny_arch, root=store_root, description='test')
     assert 'digits_net' in zoo.list_models(root=store_root)
-    net, arch = zoo.resolve_model('digits_net', root=store_root)
-    assert arch == tiny_arch and net(mx.nd.ones((1, 3, 32, 32))).shape == (1, 10)
+    loaded = zoo.load_model('digits_net', root=store_root)
+    assert loaded.arch == tiny_arch and loaded.net(mx.nd.ones((1, 3, 32, 32))).shape == (1, 10)
     arch_file = str(tmp_path / 'arch.json')
     tiny_arch.save(arch_file)
-    _, arch2 = zoo.resolve_model(arch_file)
-    assert arch2 == tiny_arch
+    assert zoo.load_model(arch_file).arch == tiny_arch
 
 
 def test_cli_list_info_and_errors(tmp_path, store_root):

@@ -1,9 +1,10 @@
-"""The oneshot-nas model zoo: ``from zoo import get_model``."""
+"""The oneshot-nas model zoo: ``from zoo import load_model`` (a network with its weights)."""
 import nas  # noqa: F401  (clear error when MXNet is missing)
 from .registry import (ModelCard, get_model, list_models, get_card, register_model,
-                       resolve_model, user_zoo_dir, import_weights)
+                       user_zoo_dir, import_weights)
 from .store import get_model_file, purge, default_root
+from .loading import PRETRAINED, LoadedModel, load_model
 
 __all__ = ['ModelCard', 'get_model', 'list_models', 'get_card', 'register_model',
-           'resolve_model', 'user_zoo_dir', 'import_weights', 'get_model_file', 'purge',
-           'default_root']
+           'user_zoo_dir', 'import_weights', 'get_model_file', 'purge', 'default_root',
+           'PRETRAINED', 'LoadedModel', 'load_model']
