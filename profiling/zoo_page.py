@@ -33,11 +33,9 @@ GLUONCV_PEERS = {'mobilenetv3_large': 75.32, 'mobilenetv2_1.0': 72.04, 'resnet18
 GLUONCV_SOURCE = 'gluoncv model zoo (ImageNet val, 224), not measured here'
 BUILTIN_SOURCE = 'SPOS reference implementation (ImageNet val, 224), not measured here'
 RUNTIME_LABELS = {'mxnet': 'MXNet', 'mxnet_merged_bn': 'MXNet merged BN',
-                  'ort_fp32': 'ORT FP32', 'ort_int8': 'ORT INT8', 'mxnet_int8': 'MXNet INT8',
-                  'mxnet_export': 'MXNet export'}
+                  'ort_fp32': 'ORT FP32', 'ort_int8': 'ORT INT8', 'mxnet_int8': 'MXNet INT8'}
 # what --measure times: page key -> (runtime, precision) of profiling.deploy
-MEASURED = {'ort_fp32': ('onnxruntime', 'fp32'), 'ort_int8': ('onnxruntime', 'int8'),
-            'mxnet_export': ('mxnet', 'fp32')}
+MEASURED = {'ort_fp32': ('onnxruntime', 'fp32'), 'ort_int8': ('onnxruntime', 'int8')}
 BATCHES = (1, 32)
 
 
@@ -169,30 +167,30 @@ def read_results(path):
         'input_size': deployment.get('input_size')}}, None
 
 
-def measure_latency(rows, root=None, threads=2, runs=20, runs32=5, progress=None):
-    """Time every row that has a fixed architecture as the commands deploy it (onnxruntime FP32
-    and INT8, the MXNet export), at batch 1 and 32, with ``profiling.deploy.measure_deployed``.
+def measure_latency(rows, root=None, threads=2, runs=20, progress=None):
+    """Time every row that has a fixed architecture as ``nas-export --onnx`` and ``nas-quantize
+    --backend onnxruntime`` deploy it, at batch 1 and 32, with
+    ``profiling.deploy.measure_deployed`` (the project's timing worker and reference probe).
 
-    ``progress(total)`` may return an object whose ``update(1)`` is called after each model's
-    timing. Returns the figures in ``read_results``' form.
+    ``progress(total)`` may return an object whose ``update(1)`` is called as each model's
+    timing at one batch size completes. Returns the figures in ``read_results``' form.
     """
     from profiling.deploy import measure_deployed
     check_counts(runs, 0, threads)
-    check_counts(runs32, 0, threads)
     targets = [row for row in rows if row['source'] == 'gluoncv' or row['arch']]
     bar = progress(len(targets) * len(MEASURED) * len(BATCHES)) if progress else None
     figures = {row['name']: {'latency': {}, 'micronet_fp32': None, 'micronet_int8': None}
                for row in targets}
+    jobs = [(row, batch) for row in targets for batch in BATCHES]
     for key, (runtime, precision) in MEASURED.items():
-        for batch, count in zip(BATCHES, (runs, runs32)):
-            items = ((_timing_net(row, root), (batch, 3, row['input_size'], row['input_size']))
-                     for row in targets)
-            results = measure_deployed(items, runtime, precision, threads, runs=count,
-                                       warmup=2, chunks=min(4, count),
-                                       on_result=lambda *_: bar and bar.update(1))
-            for row, result in zip(targets, results):
-                figures[row['name']]['latency'].setdefault(key, {})['b%d' % batch] = \
-                    result.timing.median_ms
+        items = ((_timing_net(row, root), (batch, 3, row['input_size'], row['input_size']))
+                 for row, batch in jobs)
+        results = measure_deployed(items, runtime, precision, threads, runs=runs, warmup=2,
+                                   chunks=min(4, runs),
+                                   on_result=lambda *_: bar and bar.update(1))
+        for (row, batch), result in zip(jobs, results):
+            figures[row['name']]['latency'].setdefault(key, {})['b%d' % batch] = \
+                result.timing.median_ms
     return {'models': figures, 'where': {
         'source': 'measured by nas-zoo page --measure', 'cpu': cpu_model(), 'threads': threads,
         'when': datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC'),
@@ -235,7 +233,7 @@ def check_output_dir(out_dir):
 
 
 def write_zoo_page(out_dir, root=None, results=None, pattern=None, measure=False, threads=2,
-                   runs=20, runs32=5, block_plots=None, progress=None):
+                   runs=20, block_plots=None, progress=None):
     """Write the page into ``out_dir`` (new, empty or a previous page, replaced as a whole).
 
     ``results``: a benchmark result to read (default ``bench/results.json`` when it exists);
@@ -247,7 +245,7 @@ def write_zoo_page(out_dir, root=None, results=None, pattern=None, measure=False
     warnings = []
     rows = collect_models(root, pattern)
     if measure:
-        figures = measure_latency(rows, root, threads, runs, runs32, progress=progress)
+        figures = measure_latency(rows, root, threads, runs, progress=progress)
     else:
         path = results or (DEFAULT_RESULTS if os.path.isfile(DEFAULT_RESULTS) else None)
         figures, warning = read_results(path) if path else (None, None)

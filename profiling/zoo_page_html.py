@@ -57,8 +57,7 @@ _SORT_JS = """
 """
 
 # runtime keys in the order the table shows them, with their labels
-_RUNTIME_ORDER = ('ort_fp32', 'ort_int8', 'mxnet', 'mxnet_merged_bn', 'mxnet_int8',
-                  'mxnet_export')
+_RUNTIME_ORDER = ('ort_fp32', 'ort_int8', 'mxnet', 'mxnet_merged_bn', 'mxnet_int8')
 
 
 def _runtimes(rows):

@@ -256,3 +256,23 @@ def test_damaged_results_still_writes_the_page(zoo_setup, tmp_path):
     assert [row['latency'] for row in data['rows']] == [{}] * len(data['rows'])
     assert len(data['rows']) == len(list_models(root=zoo_setup['root'])) + len(GLUONCV_PEERS)
     assert 'damaged' in (out / 'index.html').read_text()
+
+
+def test_measure_times_the_models_here(zoo_setup, tmp_path):
+    """--measure: the user model timed as deployed (ORT FP32 / INT8, batch 1 and 32) with a
+    progress bar; the page says where, and a batch of 32 takes longer than one image."""
+    from profiling.timing import cpu_model
+    out = tmp_path / 'page'
+    result = CliRunner().invoke(zoo_cli, ['page', USER, '-o', str(out), '--measure', '--runs',
+                                          '3', '--root', zoo_setup['root']])
+    assert result.exit_code == 0, result.output
+    assert 'timing models' in result.stderr and '4/4' in result.stderr
+    data = json.loads((out / MARKER).read_text())
+    [row] = data['rows']
+    assert row['name'] == USER and set(row['latency']) == {'ort_fp32', 'ort_int8'}
+    for timings in row['latency'].values():
+        assert 0 < timings['b1'] < timings['b32']
+    assert data['where']['cpu'] == cpu_model() and 'measure' in data['where']['source']
+    refused = CliRunner().invoke(zoo_cli, ['page', '-o', str(out), '--measure', '--results',
+                                           zoo_setup['results']])
+    assert refused.exit_code == 2 and refused.stderr.startswith('error: ')
