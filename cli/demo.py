@@ -3,26 +3,28 @@ import json
 
 import click
 
-from cli.common import handle_errors
+from cli.common import AMOUNT, COUNT, INPUT_SIZE, SEED, Command, handle_errors
 from cli.demo_pipeline import DemoConfig, run_demo
 
 
-@click.command()
+@click.command(cls=Command)
 @click.option('-o', '--out', 'out_dir', default='demo_out', show_default=True,
               type=click.Path(file_okay=False), help='Output directory (report.md inside).')
 @click.option('--data', default=DemoConfig.data, show_default=True,
               help="'digits' or an image folder / .rec file.")
-@click.option('--input-size', type=int, default=DemoConfig.input_size, show_default=True)
-@click.option('--supernet-epochs', type=int, default=DemoConfig.supernet_epochs,
+@click.option('--input-size', type=INPUT_SIZE, default=DemoConfig.input_size,
               show_default=True)
-@click.option('--subnet-epochs', type=int, default=DemoConfig.subnet_epochs, show_default=True)
-@click.option('--max-flops', type=float, default=DemoConfig.max_flops, show_default=True,
+@click.option('--supernet-epochs', type=COUNT, default=DemoConfig.supernet_epochs,
+              show_default=True)
+@click.option('--subnet-epochs', type=COUNT, default=DemoConfig.subnet_epochs,
+              show_default=True)
+@click.option('--max-flops', type=AMOUNT, default=DemoConfig.max_flops, show_default=True,
               help='FLOPs limit of the search.')
 @click.option('--mode', type=click.Choice(['channel', 'joint']), default=DemoConfig.mode,
               show_default=True, help='Genes searched (joint needs far more supernet epochs).')
-@click.option('--population', type=int, default=DemoConfig.population, show_default=True)
-@click.option('--generations', type=int, default=DemoConfig.generations, show_default=True)
-@click.option('--seed', type=int, default=DemoConfig.seed, show_default=True)
+@click.option('--population', type=COUNT, default=DemoConfig.population, show_default=True)
+@click.option('--generations', type=COUNT, default=DemoConfig.generations, show_default=True)
+@click.option('--seed', type=SEED, default=DemoConfig.seed, show_default=True)
 @handle_errors
 def main(out_dir, data, input_size, supernet_epochs, subnet_epochs, max_flops, mode,
          population, generations, seed):

@@ -4,7 +4,7 @@ import os
 
 import click
 
-from cli.common import handle_errors
+from cli.common import BATCH, INPUT_SIZE, Command, handle_errors
 from nas.errors import ExportError
 
 _SIZE_MULTIPLE = 32  # five stride-2 stages (SPEC §1.1)
@@ -42,7 +42,7 @@ def _shape(shape):
     return '(%s)' % ', '.join(str(d) for d in shape)
 
 
-@click.command()
+@click.command(cls=Command)
 @click.option('--onnx', 'onnx_model', metavar='MODEL', help='Export MODEL to ONNX.')
 @click.option('--mxnet', 'mxnet_model', metavar='MODEL',
               help='Export MODEL as PREFIX-symbol.json + PREFIX-0000.params.')
@@ -51,18 +51,19 @@ def _shape(shape):
 @click.option('--params', type=click.Path(dir_okay=False), default=None,
               help='Weights file to load (checked against the architecture).')
 @click.option('--pretrained', is_flag=True, help="Load the model store's verified weights.")
-@click.option('--input-size', default=224, show_default=True, type=int,
+@click.option('--input-size', default=224, show_default=True, type=INPUT_SIZE,
               help='Input height and width (a multiple of 32).')
-@click.option('--batch-size', default=None, type=click.IntRange(min=1),
+@click.option('--batch-size', default=None, type=BATCH,
               help='Fixed batch size of the graph [default: 1].')
 @click.option('--dynamic-batch', is_flag=True, help='Leave the batch size free (named N).')
-@click.option('--opset', default=13, show_default=True, type=int, help='ONNX opset.')
+@click.option('--opset', default=13, show_default=True, type=click.IntRange(min=1),
+              help='ONNX opset.')
 @click.option('--merge-bn/--no-merge-bn', default=True, show_default=True,
               help='Fold BatchNorm into the convolutions first.')
 @click.option('--shuffle', 'shuffle_form', default='slices', show_default=True,
               type=click.Choice(['slices', 'gather', 'reshape']),
               help='Form of the channel shuffle in the ONNX graph (slices is the fastest).')
-@click.option('--channel-block', default=16, show_default=True, type=click.IntRange(min=0),
+@click.option('--channel-block', default=16, show_default=True, type=click.IntRange(0, 256),
               help='Pad channel counts to multiples of this with zero-weight channels, for '
                    "onnxruntime's blocked layout (0: no padding).")
 @click.option('--root', default=None, help='Model store directory (default $MXNET_HOME/models).')

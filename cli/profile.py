@@ -2,7 +2,7 @@
 import click
 from tqdm import tqdm
 
-from cli.common import handle_errors
+from cli.common import BATCH, COUNT, INPUT_SIZE, OFF_OR_COUNT, THREADS, Command, handle_errors
 from nas.errors import ProfilingError
 from nas.space import SearchSpace, LAYOUTS
 from zoo import resolve_model
@@ -22,19 +22,20 @@ def _int_list(text):
         raise ProfilingError('expected comma-separated integers, got %r' % text) from None
 
 
-@click.command()
+@click.command(cls=Command)
 @click.option('--op-by-op', 'model', metavar='MODEL', default=None,
               help='Profile MODEL (zoo name, architecture JSON or gluoncv name) op by op.')
 @click.option('--latency-table', 'latency_table', is_flag=True,
               help='Measure the per-block latency table of the search space.')
 @click.option('--runtime', default='onnxruntime', show_default=True,
               help='mxnet or onnxruntime.')
-@click.option('--batch-size', type=int, default=1, show_default=True)
-@click.option('--input-size', type=int, default=224, show_default=True)
-@click.option('--threads', type=int, default=2, show_default=True, help='CPU threads.')
-@click.option('--runs', type=int, default=None,
+@click.option('--batch-size', type=BATCH, default=1, show_default=True)
+@click.option('--input-size', type=INPUT_SIZE, default=224, show_default=True)
+@click.option('--threads', type=THREADS, default=2, show_default=True, help='CPU threads.')
+@click.option('--runs', type=COUNT, default=None,
               help='Timed runs after warm-up (default 50 op by op, 20 per table entry).')
-@click.option('--warmup', type=int, default=None, help='Untimed runs first (default 10 / 5).')
+@click.option('--warmup', type=OFF_OR_COUNT, default=None,
+              help='Untimed runs first (default 10 / 5).')
 @click.option('--json', 'json_path', default=None, help='Op by op: write the profile as JSON.')
 @click.option('--csv', 'csv_path', default=None, help='Op by op: write one CSV line per op.')
 @click.option('--plot', 'plot_path', default=None,
@@ -47,7 +48,8 @@ def _int_list(text):
               show_default=True, help='Latency table: efficient last conv.')
 @click.option('--layout', default='OneShot', show_default=True,
               help='Latency table: channel layout (%s).' % ', '.join(LAYOUTS))
-@click.option('--classes', type=int, default=None, help='Classifier width (default 1000).')
+@click.option('--classes', type=click.IntRange(1, 100000), default=None,
+              help='Classifier width (default 1000).')
 @click.option('--positions', default=None, help='Latency table: only these positions, e.g. 0,19.')
 @click.option('--blocks', default=None, help='Latency table: only these block choices.')
 @click.option('--channels', default=None, help='Latency table: only these channel choices.')

@@ -3,7 +3,7 @@ import json
 
 import click
 
-from cli.common import handle_errors
+from cli.common import BATCH, COUNT, INPUT_SIZE, Command, handle_errors
 from nas.errors import QuantizationError
 from quantization.calib import MXNET_CALIB_MODES, ORT_CALIB_METHODS
 from quantization.mxnet_int8 import QUANTIZED_DTYPES
@@ -31,7 +31,7 @@ class _Progress:
             self.bar.close()
 
 
-@click.command()
+@click.command(cls=Command)
 @click.argument('model')
 @click.option('--backend', type=click.Choice(BACKENDS), required=True)
 @click.option('--calib-data', required=True,
@@ -40,8 +40,9 @@ class _Progress:
 @click.option('-o', '--output', required=True,
               help='Output: a file prefix (mxnet) or an .onnx path (onnxruntime).')
 @click.option('--params', type=click.Path(dir_okay=False), help='Weights for MODEL.')
-@click.option('--input-size', type=int, help='Image size (default: the model\'s).')
-@click.option('--num-calib', default=320, show_default=True, help='Calibration images.')
+@click.option('--input-size', type=INPUT_SIZE, help='Image size (default: the model\'s).')
+@click.option('--num-calib', type=COUNT, default=320, show_default=True,
+              help='Calibration images.')
 @click.option('--calib-mode', type=click.Choice(MXNET_CALIB_MODES),
               help='mxnet calibration [default: naive].')
 @click.option('--calibrate', type=click.Choice(ORT_CALIB_METHODS),
@@ -61,11 +62,13 @@ class _Progress:
               show_default=True, help='onnxruntime graph format.')
 @click.option('--quantized-dtype', type=click.Choice(QUANTIZED_DTYPES), default='int8',
               show_default=True, help='mxnet activations.')
-@click.option('--batch-size', default=1, show_default=True,
+@click.option('--batch-size', type=BATCH, default=1, show_default=True,
               help='Batch dimension of the ONNX model exported from MODEL.')
-@click.option('--opset', default=13, show_default=True, help='ONNX opset of that export.')
+@click.option('--opset', type=click.IntRange(min=1), default=13, show_default=True,
+              help='ONNX opset of that export.')
 @click.option('--eval', 'eval_data', help='Evaluate FP32 vs INT8 on the val split of this data.')
-@click.option('--eval-images', type=int, help='Evaluate on a random subset of this many images.')
+@click.option('--eval-images', type=COUNT,
+              help='Evaluate on a random subset of this many images.')
 @click.option('--root', default=None, help='Model store directory.')
 @click.option('--json', 'as_json', is_flag=True, help='Print JSON.')
 @click.option('--quiet', is_flag=True, help='No progress bar.')

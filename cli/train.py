@@ -5,7 +5,8 @@ import re
 import click
 import mxnet as mx
 
-from cli.common import handle_errors, parse_amount
+from cli.common import (AMOUNT, BATCH, COUNT, INPUT_SIZE, NON_NEGATIVE, OFF_OR_COUNT,
+                        POSITIVE, SEED, Group, Real, handle_errors)
 from nas.data import open_dataset
 from nas.errors import TrainingError
 from nas.sampler import CostBox, MODES, SAMPLERS, make_sampler
@@ -15,7 +16,7 @@ from nas.train import KVSTORES, TrainConfig, train_subnet, train_supernet
 
 __all__ = ['main']
 
-@click.group()
+@click.group(cls=Group)
 def main():
     """Train SPOS supernets and subnets; every run is resumable (--resume)."""
     logging.basicConfig(format='%(levelname)s %(name)s: %(message)s')
@@ -76,26 +77,27 @@ def _common(func):
     options = [
         click.option('--data', default='digits', show_default=True,
                      help="'digits' (embedded), an image folder or an im2rec .rec file."),
-        click.option('--input-size', type=int, default=None,
+        click.option('--input-size', type=INPUT_SIZE, default=None,
                      help='Input size, a multiple of 32 [32 for digits, else 224].'),
-        click.option('--epochs', type=int, default=None, help='Epochs [recipe default].'),
-        click.option('--batch-size', type=int, default=64, show_default=True,
+        click.option('--epochs', type=COUNT, default=None, help='Epochs [recipe default].'),
+        click.option('--batch-size', type=BATCH, default=64, show_default=True,
                      help='Images per step on this worker, split over its devices.'),
-        click.option('--lr', type=float, default=None, help='Peak learning rate [recipe].'),
-        click.option('--wd', type=float, default=None, help='Weight decay [recipe].'),
-        click.option('--warmup-epochs', type=float, default=5.0, show_default=True,
+        click.option('--lr', type=POSITIVE, default=None, help='Peak learning rate [recipe].'),
+        click.option('--wd', type=NON_NEGATIVE, default=None, help='Weight decay [recipe].'),
+        click.option('--warmup-epochs', type=NON_NEGATIVE, default=5.0, show_default=True,
                      help='Linear LR warm-up before the cosine decay.'),
-        click.option('--label-smoothing', type=float, default=0.1, show_default=True),
-        click.option('--seed', type=int, default=0, show_default=True),
+        click.option('--label-smoothing', type=Real(0, 1, max_open=True), default=0.1,
+                     show_default=True),
+        click.option('--seed', type=SEED, default=0, show_default=True),
         click.option('--ctx', default=None, help='Devices, e.g. cpu(0),cpu(1).'),
         click.option('--gpus', default=None, help='GPU ids, e.g. 0,1.'),
         click.option('--kvstore', type=click.Choice(KVSTORES), default='local',
                      show_default=True, help='dist_* for multi-machine (DMLC environment).'),
-        click.option('--checkpoint-every', type=int, default=0, show_default=True,
+        click.option('--checkpoint-every', type=OFF_OR_COUNT, default=0, show_default=True,
                      help='Also checkpoint every N steps (0: only at epoch ends).'),
-        click.option('--keep', type=int, default=3, show_default=True,
+        click.option('--keep', type=COUNT, default=3, show_default=True,
                      help='Checkpoints to keep.'),
-        click.option('--data-workers', type=int, default=0, show_default=True,
+        click.option('--data-workers', type=click.IntRange(0, 256), default=0, show_default=True,
                      help='Data-loading worker processes.'),
         click.option('-o', '--output', 'run_dir', required=True, type=click.Path(),
                      help='Run directory (checkpoints, metrics, curve, weights).'),
@@ -170,13 +172,13 @@ def _resolve_arch(text, root=None):
               help='Sample blocks, channels or both.')
 @click.option('--sampler', 'sampler_kind', type=click.Choice(sorted(SAMPLERS)),
               default='uniform', show_default=True)
-@click.option('--max-flops', default=None, help='e.g. 330M (constrained/strolling).')
-@click.option('--min-flops', default=None, help='e.g. 190M.')
-@click.option('--max-params', default=None, help='e.g. 5.0M.')
-@click.option('--min-params', default=None, help='e.g. 2.8M.')
+@click.option('--max-flops', type=AMOUNT, help='e.g. 330M (constrained/strolling).')
+@click.option('--min-flops', type=AMOUNT, help='e.g. 190M.')
+@click.option('--max-params', type=AMOUNT, help='e.g. 5.0M.')
+@click.option('--min-params', type=AMOUNT, help='e.g. 2.8M.')
 @click.option('--fixed-blocks', default=None, help='20 block digits (channel mode).')
 @click.option('--fixed-channels', default=None, help='20 scale digits (block mode) [all 9].')
-@click.option('--epoch-start-cs', type=int, default=0, show_default=True,
+@click.option('--epoch-start-cs', type=OFF_OR_COUNT, default=0, show_default=True,
               help='First epoch of channel selection (all channels on before).')
 @click.option('--cs-warmup/--no-cs-warmup', default=False, show_default=True,
               help='Channel warm-up table of SPEC §3.4 from --epoch-start-cs.')
@@ -186,9 +188,9 @@ def _resolve_arch(text, root=None):
               show_default=True)
 @click.option('--layout', type=click.Choice(sorted(LAYOUTS)), default='OneShot',
               show_default=True)
-@click.option('--val-paths', type=int, default=1, show_default=True,
+@click.option('--val-paths', type=COUNT, default=1, show_default=True,
               help='Random paths validated per epoch (after BN recalibration).')
-@click.option('--recal-images', type=int, default=20000, show_default=True,
+@click.option('--recal-images', type=COUNT, default=20000, show_default=True,
               help='BN recalibration budget per validated path.')
 @_common
 @handle_errors
@@ -199,8 +201,7 @@ def supernet_command(mode, sampler_kind, max_flops, min_flops, max_params, min_p
     train_set, val_set, input_size = _datasets(opts['data'], opts['input_size'], opts['seed'])
     space = SearchSpace(use_se=use_se, last_conv_after_pooling=last_conv_after_pooling,
                         layout=layout, input_size=input_size, classes=len(train_set.classes))
-    box = CostBox(parse_amount(min_flops, 'FLOPs'), parse_amount(max_flops, 'FLOPs'),
-                  parse_amount(min_params, 'params'), parse_amount(max_params, 'params'))
+    box = CostBox(min_flops, max_flops, min_params, max_params)
     schedule = ChannelSchedule(layout, epoch_start_cs, cs_warmup, ignore_first_two)
     sampler = make_sampler(sampler_kind, space,
                            cost=_path_cost(space, box) if sampler_kind != 'uniform' else None,

@@ -3,12 +3,12 @@ import json
 
 import click
 
-from cli.common import handle_errors
+from cli.common import Group, handle_errors
 from nas.space import Arch
 from zoo import registry, store
 
 
-@click.group()
+@click.group(cls=Group)
 def main():
     """Browse the oneshot-nas model zoo and manage its weight store."""
 
@@ -72,6 +72,19 @@ def register_command(name, arch_file, description, overwrite, root):
     path = registry.register_model(name, Arch.load(arch_file), root=root,
                                    description=description, overwrite=overwrite)
     click.echo('registered %s -> %s' % (name, path))
+
+
+@main.command('repair')
+@_root_option
+@handle_errors
+def repair_command(root):
+    """Rebuild the weight store's manifest from the stored files (their names carry their sha1)."""
+    manifest, skipped = store.repair(root)
+    for name, sha1 in sorted(manifest.items()):
+        click.echo('%-20s %s' % (name, sha1))
+    for entry in skipped:
+        click.echo('skipped %s: its content no longer matches the sha1 in its name' % entry)
+    click.echo('manifest rebuilt: %d model(s)' % len(manifest))
 
 
 @main.command('purge')

@@ -48,6 +48,51 @@ def test_a_set_of_files_is_placed_all_or_none(tmp_path):
     assert _listing(tmp_path) == ['occupied'] and not os.listdir(bad)
 
 
+def test_overwriting_a_set_keeps_both_previous_files_when_the_second_rename_fails(
+        tmp_path, monkeypatch):
+    first, second = tmp_path / 'net-symbol.json', tmp_path / 'net-0000.params'
+    first.write_text('old symbol')
+    second.write_text('old params')
+    replace = os.replace
+
+    def fail_placing_second(src, dst):
+        if str(dst) == str(second) and str(src).endswith('.tmp'):
+            raise OSError(28, 'No space left on device')
+        replace(src, dst)
+
+    monkeypatch.setattr(os, 'replace', fail_placing_second)
+    with pytest.raises(OutputError, match='No space left'):
+        with atomic_paths(str(first), str(second)) as temps:
+            for temp in temps:
+                open(temp, 'w').write('new')
+    assert first.read_text() == 'old symbol' and second.read_text() == 'old params'
+    assert _listing(tmp_path) == ['net-0000.params', 'net-symbol.json']  # no temporary left
+
+
+def test_overwriting_a_set_replaces_every_file(tmp_path):
+    paths = [tmp_path / 'a', tmp_path / 'b']
+    for path in paths:
+        path.write_text('old')
+    with atomic_paths(*map(str, paths)) as temps:
+        for temp, text in zip(temps, ('new a', 'new b')):
+            open(temp, 'w').write(text)
+    assert [p.read_text() for p in paths] == ['new a', 'new b'] and _listing(tmp_path) == ['a', 'b']
+
+
+def test_data_and_directory_are_fsynced_before_and_after_the_rename(tmp_path, monkeypatch):
+    events = []
+    fsync, replace = os.fsync, os.replace
+    monkeypatch.setattr(os, 'fsync', lambda fd: events.append(('fsync', os.readlink(
+        '/proc/self/fd/%d' % fd))) or fsync(fd))
+    monkeypatch.setattr(os, 'replace', lambda src, dst: events.append(('rename', dst)) or
+                        replace(src, dst))
+    target = str(tmp_path / 'x.json')
+    write_json(target, {'x': 1})
+    kinds = [kind for kind, _ in events]
+    assert kinds == ['fsync', 'rename', 'fsync']
+    assert events[0][1].endswith('.tmp') and events[2][1] == str(tmp_path)
+
+
 def test_missing_directory_names_the_path(tmp_path):
     target = tmp_path / 'no' / 'such' / 'dir' / 'x.json'
     with pytest.raises(OutputError, match='cannot write .*x.json'):

@@ -7,6 +7,7 @@ files under ``{root}/zoo`` so they travel with the weight store.
 import difflib
 import fnmatch
 import json
+import logging
 import os
 import re
 from dataclasses import dataclass, field
@@ -14,7 +15,7 @@ from typing import Optional
 
 import mxnet as mx
 
-from nas.atomic import write_json
+from nas.atomic import file_lock, write_json
 from nas.errors import ArchError, UnknownModelError, WeightsError
 from nas.network import OneShotNet
 from nas.params_io import load_params_checked
@@ -22,10 +23,15 @@ from nas.space import Arch, SearchSpace
 from . import store
 
 __all__ = ['ModelCard', 'get_model', 'list_models', 'get_card', 'register_model',
-           'build_from_card', 'resolve_model', 'user_zoo_dir', 'import_weights', 'model_info']
+           'build_from_card', 'user_zoo_dir', 'import_weights', 'model_info']
 
 _SE_PLUS = SearchSpace(use_se=True, last_conv_after_pooling=True)
 _NAME_PATTERN = re.compile(r'^[a-z][a-z0-9_]{0,63}$')
+_CARD_KEYS = ('name', 'description', 'source', 'published_top1', 'published_top5',
+              'published_note')
+_LOCK = '.lock'
+log = logging.getLogger(__name__)
+_reported = set()  # damaged cards already warned about in this process
 
 
 @dataclass(frozen=True)
@@ -80,21 +86,36 @@ def user_zoo_dir(root=None):
 
 
 def _user_cards(root):
+    """The user zoo's cards; a damaged one is skipped with one warning naming its file, so that
+    every other model keeps working."""
     directory = user_zoo_dir(root)
     cards = {}
     if not os.path.isdir(directory):
         return cards
     for entry in sorted(os.listdir(directory)):
-        if entry.endswith('.json'):
-            with open(os.path.join(directory, entry)) as handle:
-                data = json.load(handle)
-            arch = Arch.from_dict(data)
-            extra = {k: v for k, v in data.items() if k not in arch.to_dict() and k not in (
-                'name', 'description', 'source', 'published_top1', 'published_top5',
-                'published_note')}
-            cards[data['name']] = ModelCard(data['name'], data.get('description', ''), arch,
-                                            source='user', extra=extra)
+        if not entry.endswith('.json'):
+            continue
+        path = os.path.join(directory, entry)
+        try:
+            card = _read_card(path)
+        except (OSError, ValueError, TypeError) as err:
+            if path not in _reported:
+                _reported.add(path)
+                log.warning('skipping the damaged user-zoo card %s (%s); fix or delete it',
+                            path, err)
+            continue
+        cards[card.name] = card
     return cards
+
+
+def _read_card(path):
+    with open(path) as handle:
+        data = json.load(handle)
+    if not isinstance(data, dict) or not isinstance(data.get('name'), str):
+        raise ValueError('not a model card: no name')
+    arch = Arch.from_dict(data)
+    extra = {k: v for k, v in data.items() if k not in arch.to_dict() and k not in _CARD_KEYS}
+    return ModelCard(data['name'], data.get('description', ''), arch, source='user', extra=extra)
 
 
 def _all_cards(root=None):
@@ -177,48 +198,12 @@ def register_model(name, arch, root=None, description='', extra=None, overwrite=
         raise ArchError('%r is a built-in model; choose another name' % name)
     directory = user_zoo_dir(root)
     path = os.path.join(directory, name + '.json')
-    if os.path.exists(path) and not overwrite:
-        raise ArchError('model %r is already registered (%s); pass overwrite=True / --overwrite'
-                        % (name, path))
     os.makedirs(directory, exist_ok=True)
     data = dict(arch.to_dict(), name=name, description=description, source='user')
     data.update(extra or {})
-    write_json(path, data, error=ArchError, indent=2, sort_keys=True)
+    with file_lock(os.path.join(directory, _LOCK), error=ArchError):  # check, then write
+        if os.path.exists(path) and not overwrite:
+            raise ArchError('model %r is already registered (%s); pass overwrite=True / '
+                            '--overwrite' % (name, path))
+        write_json(path, data, error=ArchError, indent=2, sort_keys=True)
     return path
-
-
-def resolve_model(model, classes=None, input_size=None, root=None, ctx=mx.cpu()):
-    """Turn a CLI MODEL argument into an initialised network: a zoo name, an architecture JSON
-    file, or a gluoncv model name. Returns ``(net, arch_or_None)``."""
-    model = str(model)
-    if model.endswith('.json') or os.path.sep in model:
-        if not os.path.isfile(model):
-            raise UnknownModelError('architecture file %s does not exist' % model)
-        arch = Arch.load(model).with_space(classes=classes, input_size=input_size)
-        net = OneShotNet(arch)
-        net.initialize(ctx=ctx)
-        return net, arch
-    cards = _all_cards(root)
-    if model in cards:
-        net = get_model(model, ctx=ctx, root=root, classes=classes, input_size=input_size)
-        return net, net.arch
-    gluoncv_net = _gluoncv_model(model, classes, ctx)
-    if gluoncv_net is not None:
-        return gluoncv_net, None
-    get_card(model, root)  # raises with close matches
-    raise AssertionError('unreachable')
-
-
-def _gluoncv_model(name, classes, ctx):
-    from gluoncv.model_zoo import get_model_list, get_model as gluoncv_get
-    from gluoncv.model_zoo.mobilenet import get_mobilenet_v2
-    kwargs = {'classes': classes} if classes else {}
-    name = name.lower()
-    if name == 'mobilenetv2_1.4':  # the MicroNet reference model; not in gluoncv's name list
-        net = get_mobilenet_v2(1.4, **kwargs)
-    elif name in get_model_list():
-        net = gluoncv_get(name, pretrained=False, **kwargs)
-    else:
-        return None
-    net.initialize(ctx=ctx)
-    return net

@@ -4,20 +4,26 @@ Files live under ``root`` (default ``$MXNET_HOME/models``, i.e. ``~/.mxnet/model
 ``{name}-{sha1[:8]}.params``; ``manifest.json`` beside them records the full sha1 of each stored
 file. Published ImageNet weights cannot be downloaded here, so the only way in is ``import_weights``
 (``zoo.import_weights``, ``nas-zoo import``), which checks every tensor's shape against the architecture first.
+Updates of the manifest hold a lock on ``{root}/.lock``, so concurrent imports lose none; a
+damaged manifest is rebuilt from the stored files themselves, whose names carry their sha1.
 """
 import hashlib
 import json
 import logging
 import os
+import re
 
-from nas.atomic import temp_beside, write_json
+from nas.atomic import atomic_paths, file_lock, temp_beside, write_json
 from nas.errors import WeightsError
 from nas.params_io import load_params_checked
 
-__all__ = ['default_root', 'get_model_file', 'store_weights', 'purge', 'sha1_of', 'MANIFEST']
+__all__ = ['default_root', 'has_weights', 'get_model_file', 'store_weights', 'repair', 'purge',
+           'sha1_of', 'MANIFEST']
 
 log = logging.getLogger(__name__)
 MANIFEST = 'manifest.json'
+_LOCK = '.lock'
+_STORED = re.compile(r'^(?P<name>.+)-(?P<short>[0-9a-f]{8})\.params$')
 
 
 def default_root():
@@ -34,20 +40,62 @@ def sha1_of(path):
 
 
 def _read_manifest(root):
+    """name -> sha1; a damaged manifest is answered by one rebuilt from the stored files (and
+    written back by the next import or ``nas-zoo repair``)."""
     path = os.path.join(root, MANIFEST)
     if not os.path.exists(path):
         return {}
     try:
         with open(path) as handle:
             data = json.load(handle)
+        if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+            raise ValueError('not a table of names and sha1s')
     except ValueError as err:
-        raise WeightsError('model store manifest %s is corrupt (%s); run nas-zoo purge and '
-                           're-import the weights' % (path, err)) from err
-    return data if isinstance(data, dict) else {}
+        log.warning('model store manifest %s is damaged (%s); using one rebuilt from the stored '
+                    'weight files (nas-zoo repair writes it)', path, err)
+        return _rebuilt_manifest(root)[0]
+    return data
+
+
+def _rebuilt_manifest(root):
+    """(name -> sha1, skipped files) from the ``{name}-{sha1[:8]}.params`` files whose content
+    still has that sha1; of several files of one name, the newest."""
+    manifest, newest, skipped = {}, {}, []
+    for entry in sorted(os.listdir(root)):
+        match = _STORED.match(entry)
+        if not match:
+            continue
+        path = os.path.join(root, entry)
+        sha1 = sha1_of(path)
+        if not sha1.startswith(match.group('short')):
+            skipped.append(entry)
+            continue
+        name, mtime = match.group('name'), os.path.getmtime(path)
+        if mtime >= newest.get(name, -1):
+            manifest[name], newest[name] = sha1, mtime
+    return manifest, skipped
+
+
+def repair(root=None):
+    """Rewrite the manifest from the stored files (``_rebuilt_manifest``); returns
+    ``(manifest, skipped)``, skipped being files whose content no longer matches their name."""
+    root = os.path.expanduser(root or default_root())
+    if not os.path.isdir(root):
+        raise WeightsError('there is no model store at %s' % root)
+    with file_lock(os.path.join(root, _LOCK), error=WeightsError):
+        manifest, skipped = _rebuilt_manifest(root)
+        write_json(os.path.join(root, MANIFEST), manifest, error=WeightsError, indent=2,
+                   sort_keys=True)
+    return manifest, skipped
 
 
 def _file_name(name, sha1):
     return '%s-%s.params' % (name, sha1[:8])
+
+
+def has_weights(name, root=None):
+    """Whether the manifest lists weights for ``name`` (``get_model_file`` verifies them)."""
+    return name in _read_manifest(os.path.expanduser(root or default_root()))
 
 
 def get_model_file(name, root=None):
@@ -65,8 +113,9 @@ def get_model_file(name, root=None):
         raise WeightsError('weights for %r are missing: expected %s; re-import them with '
                            'nas-zoo import %s FILE.params' % (name, path, name))
     if sha1_of(path) != sha1:
-        raise WeightsError('sha1 mismatch for %s: the file is corrupt or was modified; delete it '
-                           'or run nas-zoo purge, then re-import' % os.path.basename(path))
+        raise WeightsError('sha1 mismatch for %s: the file is corrupt or was modified; delete it, '
+                           'then re-import the weights with nas-zoo import %s FILE.params'
+                           % (os.path.basename(path), name))
     return path
 
 
@@ -82,16 +131,18 @@ def store_weights(net, name, path, root=None):
         net.save_parameters(temp)  # canonical names, whatever layout the file had
         sha1 = sha1_of(temp)
         target = os.path.join(root, _file_name(name, sha1))
-        os.replace(temp, target)
-    manifest = _read_manifest(root)
-    old = manifest.get(name)
-    if old and old != sha1:
-        old_path = os.path.join(root, _file_name(name, old))
-        if os.path.exists(old_path):
-            os.remove(old_path)
-    manifest[name] = sha1
-    write_json(os.path.join(root, MANIFEST), manifest, error=WeightsError, indent=2,
-               sort_keys=True)
+        with file_lock(os.path.join(root, _LOCK), error=WeightsError):
+            with atomic_paths(target, error=WeightsError) as (placed,):
+                os.replace(temp, placed)  # fsynced and renamed onto target by atomic_paths
+            manifest = _read_manifest(root)
+            old = manifest.get(name)
+            manifest[name] = sha1
+            write_json(os.path.join(root, MANIFEST), manifest, error=WeightsError, indent=2,
+                       sort_keys=True)
+            if old and old != sha1:  # only once the manifest no longer points at it
+                old_path = os.path.join(root, _file_name(name, old))
+                if os.path.exists(old_path):
+                    os.remove(old_path)
     log.info('stored %s as %s', name, target)
     return target
 
