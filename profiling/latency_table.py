@@ -2,39 +2,45 @@
 
 The table is indexed like the FLOPs lookup table (SPEC §6.2): ``input_block`` (stem),
 ``nas_block[position][block choice][channel choice]`` and ``output_block`` (tail, dropout,
-classifier), in milliseconds, so a subnet's predicted latency is their sum. Each entry is one
-block exported alone (an ONNX graph, or an MXNet symbol) and timed with the runtime, threads and
-batch size of the table; before every timed run the caches are flushed by the bytes the rest of
-a typical subnet reads (its parameters), and the runtime's fixed cost per call is subtracted from
-every entry but the stem, so the sum counts it once, like one call of the whole network.
+classifier). Each entry is one block written as the deployment command writes it
+(``profiling.deploy``) and timed with the table's runtime, precision, threads and batch size,
+interleaved with the reference probe (``profiling.timing``); it is stored in milliseconds and in
+probe units. Before every timed run the caches are flushed by the bytes the rest of a typical
+subnet reads, and the runtime's fixed cost per call is subtracted from every entry but the stem,
+so the sum counts it once. A correction fitted on whole calibration subnets
+(``profiling.correction``) covers what the sum still misses. A prediction is the corrected sum
+in probe units times a probe time: the build's, or a fresh one (``measure_probe``) when the
+machine is faster or slower now than when the table was built.
 """
 import dataclasses
 import functools
 import json
 import logging
+import math
 import os
-import tempfile
+import time
 
 import numpy as np
 from mxnet.gluon.block import HybridBlock
 
-from export.mxnet_symbol import export_mxnet
-from export.onnx import export_onnx
 from nas.atomic import write_json
 from nas.errors import ProfilingError
 from nas.network import OneShotNet
 from nas.space import Arch, SearchSpace, NUM_BLOCKS, NUM_POSITIONS, NUM_SCALES
-from .timing import (check_counts, check_runtime, cpu_model, run_mxnet_jobs, runtime_version,
-                     summarize, time_onnx)
+from .correction import apply_correction, fit_correction
+from .deploy import check_target, measure_deployed
+from .timing import WINDOW_S, check_counts, cpu_model, runtime_version
 
 __all__ = ['TABLE_KIND', 'table_entries', 'measure_latency_table', 'load_latency_table',
-           'predict_latency', 'measure_latency', 'missing_entries']
+           'predict_latency', 'predict_floor', 'missing_entries', 'calibration_archs']
 
 _log = logging.getLogger(__name__)
 
 TABLE_KIND = 'oneshot-nas latency table'
-TABLE_VERSION = 1
+TABLE_VERSION = 2
 _FLOAT_BYTES = 4
+_CALIBRATION_SEED = 20260  # calibration subnets: never the benchmark's held-out ones
+_CHECKED = ('runtime', 'precision', 'threads', 'batch_size', 'input_size', 'space_key')
 
 
 def table_entries(positions=None, blocks=None, channels=None):
@@ -52,7 +58,7 @@ def table_entries(positions=None, blocks=None, channels=None):
 
 def missing_entries(table, entries=None):
     """Which of ``entries`` (default: all) the table has not measured yet."""
-    nas_block = table['latency_ms']['nas_block']
+    nas_block = table['latency_units']['nas_block']
     return [(p, b, c) for p, b, c in (entries or table_entries()) if nas_block[p][b][c] is None]
 
 
@@ -78,77 +84,141 @@ class _CallOverhead(HybridBlock):
         return F.relu(x)
 
 
-def measure_latency_table(space=None, runtime='onnxruntime', threads=2, batch_size=1, runs=20,
-                          warmup=5, entries=None, path=None, resume=False, progress=None):
+def measure_latency_table(space=None, runtime='onnxruntime', precision='fp32', threads=2,
+                          batch_size=1, runs=20, warmup=5, chunks=4, entries=None,
+                          calibration=8, path=None, resume=False, progress=None):
     """Measure (or complete) a latency table for ``space``; returns the table dict.
 
-    Each entry is the median of ``runs`` timed runs after ``warmup`` untimed ones.
-
-    ``entries`` limits the (position, block, channel) triples (default all 800); stem and head
-    are always measured. With ``path`` the table is saved atomically after every entry; with
-    ``resume`` an existing table there (same runtime, threads, batch, space and CPU) is completed
-    instead of started afresh. ``progress.update(1)`` is called per measured entry.
+    Each entry is the median of ``runs`` samples after ``warmup`` untimed runs, in ``chunks``
+    interleaved with the probe. ``entries`` limits the (position, block, channel) triples
+    (default all 800); stem and head are always measured. ``calibration`` whole subnets
+    (0 or 3..10; drawn from the measured entries) fit the correction. With ``path`` the table is
+    saved atomically after every entry; with ``resume`` an existing table there (same setting,
+    space and CPU) is completed instead of started afresh. ``progress.update(1)`` per entry.
     """
     space = space or SearchSpace()
-    check_runtime(runtime)
+    check_target(runtime, precision)
     check_counts(runs, warmup, threads, batch_size)
+    check_counts(chunks, calibration)
+    if calibration and not 3 <= calibration <= 10:
+        raise ProfilingError('calibration subnets must be 0 or 3..10, got %d' % calibration)
     entries = list(entries) if entries is not None else table_entries()
+    start = time.time()
     table = None
     if resume and path and os.path.exists(path):
-        table = load_latency_table(path, runtime=runtime, threads=threads, space=space,
-                                   batch_size=batch_size)
+        table = load_latency_table(path, runtime=runtime, precision=precision, threads=threads,
+                                   space=space, batch_size=batch_size)
     if table is None:
-        table = _new_table(space, runtime, threads, batch_size, runs, warmup)
+        table = _new_table(space, runtime, precision, threads, batch_size, runs, warmup, chunks)
+    config = table['config']
+    settings = dict(runtime=runtime, precision=precision, threads=threads, runs=runs,
+                    warmup=warmup, chunks=chunks)
+
+    def save():
+        if path:
+            write_json(path, table, error=ProfilingError, indent=2, sort_keys=True)
+    if config['call_overhead_ms'] is None:
+        [overhead] = measure_deployed([(_CallOverhead(), (batch_size, 1, 1, 1))],
+                                      **dict(settings, precision='fp32'))
+        config['call_overhead_ms'] = overhead.timing.median_ms
+        config['call_overhead_units'] = overhead.units
     # grouped by (block, channel): one network per group provides its 20 positions
     todo = sorted(missing_entries(table, entries), key=lambda e: (e[1], e[2], e[0]))
-    latency = table['latency_ms']
-    parts = ([('input_block', None)] if latency['input_block'] is None else []) + \
+    parts = [(key, None) for key in ('input_block',) if table['latency_units'][key] is None] + \
         [(None, entry) for entry in todo] + \
-        ([('output_block', None)] if latency['output_block'] is None else [])
+        [(key, None) for key in ('output_block',) if table['latency_units'][key] is None]
     _log.info('measuring %d latency-table entries (%d already done)', len(parts),
               len(entries) - len(todo))
-    if not parts:
-        return table
     if progress is not None and hasattr(progress, 'reset'):  # tqdm: now the total is known
         progress.reset(total=len(parts))
-    config = table['config']
-    measure = _OnnxMeasurer if runtime == 'onnxruntime' else _MxnetMeasurer
-    with tempfile.TemporaryDirectory(prefix='nas-latency-') as folder:
-        measurer = measure(config, folder)
-        if config.get('call_overhead_ms') is None:
-            config['call_overhead_ms'] = measurer.time(_CallOverhead(), (batch_size, 1, 1, 1),
-                                                       0).median_ms
-        config['flush_bytes'] = config.get('flush_bytes') or _flush_bytes(space)
-        blocks = _Blocks(space)
+    blocks = _Blocks(space)
 
-        def store(part, value):
-            key, entry = part
-            value = max(0.0, value - (config['call_overhead_ms'] if key != 'input_block' else 0))
+    def store(index, measurement):
+        key, entry = parts[index]
+        keep = key != 'input_block'  # the stem's entry keeps the one call overhead
+        units = measurement.units - (config['call_overhead_units'] if keep else 0)
+        ms = measurement.timing.median_ms - (config['call_overhead_ms'] if keep else 0)
+        for name, value in (('latency_units', units), ('latency_ms', ms)):
             if key is not None:
-                latency[key] = value
+                table[name][key] = max(0.0, value)
             else:
                 p, b, c = entry
-                latency['nas_block'][p][b][c] = value
-            if path:
-                write_json(path, table, error=ProfilingError, indent=2, sort_keys=True)
-            if progress is not None:
-                progress.update(1)
-        measurer.run(parts, blocks, config['flush_bytes'], store)
+                table[name]['nas_block'][p][b][c] = max(0.0, value)
+        config['probe']['samples_ms'].append(measurement.probe.median_ms)
+        _update_probe(config['probe'])
+        save()
+        if progress is not None:
+            progress.update(1)
+    measure_deployed((blocks.get(key, entry, batch_size) for key, entry in parts),
+                     flush_bytes=config['flush_bytes'], group=NUM_POSITIONS,
+                     on_result=store, **settings)
+    if calibration and (parts or table.get('correction') is None):
+        table['correction'] = _calibrate(table, space, calibration, settings, batch_size)
+    config['build_seconds'] += time.time() - start
+    save()
     return table
 
 
-def _new_table(space, runtime, threads, batch_size, runs, warmup):
+def _new_table(space, runtime, precision, threads, batch_size, runs, warmup, chunks):
+    def grid():
+        return {'input_block': None, 'output_block': None,
+                'nas_block': [[[None] * NUM_SCALES for _ in range(NUM_BLOCKS)]
+                              for _ in range(NUM_POSITIONS)]}
     return {
         'kind': TABLE_KIND, 'version': TABLE_VERSION,
-        'config': {'runtime': runtime, 'runtime_version': runtime_version(runtime),
-                   'threads': threads, 'batch_size': batch_size, 'input_size': space.input_size,
-                   'cpu': cpu_model(), 'space_key': space.key(), 'space': dataclasses.asdict(space),
-                   'runs': runs, 'warmup': warmup, 'flush_bytes': None,
-                   'call_overhead_ms': None},
-        'latency_ms': {'input_block': None, 'output_block': None,
-                       'nas_block': [[[None] * NUM_SCALES for _ in range(NUM_BLOCKS)]
-                                     for _ in range(NUM_POSITIONS)]},
+        'config': {'runtime': runtime, 'precision': precision,
+                   'runtime_version': runtime_version(runtime), 'threads': threads,
+                   'batch_size': batch_size, 'input_size': space.input_size, 'cpu': cpu_model(),
+                   'space_key': space.key(), 'space': dataclasses.asdict(space), 'runs': runs,
+                   'warmup': warmup, 'chunks': chunks, 'window_s': WINDOW_S,
+                   'flush_bytes': _flush_bytes(space), 'call_overhead_ms': None,
+                   'call_overhead_units': None, 'build_seconds': 0.0,
+                   'probe': {'median_ms': None, 'spread': None, 'samples_ms': []}},
+        'latency_ms': grid(), 'latency_units': grid(), 'correction': None,
     }
+
+
+def _update_probe(probe):
+    """The build's probe time (median over the entries' probe chunks) and its spread (the
+    interquartile range over the median: how much the machine drifted during the build)."""
+    samples = np.asarray(probe['samples_ms'])
+    probe['median_ms'] = float(np.median(samples))
+    q1, q3 = np.percentile(samples, [25, 75])
+    probe['spread'] = float((q3 - q1) / probe['median_ms'])
+
+
+def calibration_archs(table, count, seed=_CALIBRATION_SEED):
+    """``count`` seeded random subnets that use only measured entries (None when a position
+    has none)."""
+    space = SearchSpace(**table['config']['space'])
+    grid = table['latency_units']['nas_block']
+    choices = [[(b, c) for b in range(NUM_BLOCKS) for c in range(NUM_SCALES)
+                if grid[p][b][c] is not None] for p in range(NUM_POSITIONS)]
+    if not all(choices):
+        return None
+    rng = np.random.RandomState(seed)
+    picks = [[choices[p][rng.randint(len(choices[p]))] for p in range(NUM_POSITIONS)]
+             for _ in range(count)]
+    return [Arch(tuple(b for b, _ in pick), tuple(c for _, c in pick), space) for pick in picks]
+
+
+def _calibrate(table, space, count, settings, batch_size):
+    archs = calibration_archs(table, count)
+    if archs is None:
+        _log.warning('no correction: the table has no entry at some position')
+        return None
+    shape = (batch_size, 3, space.input_size, space.input_size)
+
+    def nets():
+        for arch in archs:
+            net = OneShotNet(arch)
+            net.initialize()
+            yield net, shape
+    measured = measure_deployed(nets(), group=count, **settings)
+    predicted = [predict_latency(table, arch, correct=False, units=True) for arch in archs]
+    correction = fit_correction(predicted, [m.units for m in measured])
+    correction['archs'] = [str(arch) for arch in archs]
+    return correction
 
 
 class _Blocks:
@@ -168,17 +238,17 @@ class _Blocks:
             self._choice = (block, channel)
         return self._net
 
-    def get(self, key, entry):
-        """(block, input shape without batch) of a part of the table."""
+    def get(self, key, entry, batch_size):
+        """(block, input shape) of a part of the table."""
         size = self.space.input_size
         if key == 'input_block':
-            return self.net(0, 0).stem, (3, size, size)
+            return self.net(0, 0).stem, (batch_size, 3, size, size)
         if key == 'output_block':
             _, _, channels, _, height = self.layout[-1]  # the last unit keeps its input size
-            return _Head(self.net(0, 0)), (channels, height, height)
+            return _Head(self.net(0, 0)), (batch_size, channels, height, height)
         position, block, channel = entry
         _, cin, _, _, height = self.layout[position]
-        return self.net(block, channel).units[position], (cin, height, height)
+        return self.net(block, channel).units[position], (batch_size, cin, height, height)
 
 
 @functools.lru_cache(maxsize=None)
@@ -193,88 +263,34 @@ def _flush_bytes(space):
     return int(np.mean(counts)) * _FLOAT_BYTES
 
 
-class _OnnxMeasurer:
-    """Export each block to ONNX and time it in this process."""
-
-    def __init__(self, config, folder):
-        self.config = config
-        self.path = os.path.join(folder, 'block.onnx')
-
-    def time(self, block, shape, flush_bytes):
-        export_onnx(block, self.path, shape)
-        return time_onnx(self.path, shape, self.config['threads'], self.config['runs'],
-                         self.config['warmup'], flush_bytes)
-
-    def run(self, parts, blocks, flush_bytes, store):
-        batch = self.config['batch_size']
-        for part in parts:
-            block, shape = blocks.get(*part)
-            store(part, self.time(block, (batch,) + shape, flush_bytes).median_ms)
-
-
-class _MxnetMeasurer:
-    """Export each block as an MXNet symbol; one worker process times them all."""
-
-    def __init__(self, config, folder):
-        self.config = config
-        self.folder = folder
-
-    def _job(self, index, block, shape, flush_bytes):
-        prefix = os.path.join(self.folder, 'block%s' % index)
-        export_mxnet(block, prefix, shape)
-        return dict(prefix=prefix, shape=list(shape), runs=self.config['runs'],
-                    warmup=self.config['warmup'], flush_bytes=flush_bytes)
-
-    def time(self, block, shape, flush_bytes):
-        [result] = run_mxnet_jobs([self._job('_single', block, shape, flush_bytes)],
-                                  self.config['threads'])
-        return summarize(result['seconds'])
-
-    def run(self, parts, blocks, flush_bytes, store):
-        batch = self.config['batch_size']
-        jobs = []
-        for index, part in enumerate(parts):  # export all, keeping only one network alive
-            block, shape = blocks.get(*part)
-            jobs.append(self._job(index, block, (batch,) + shape, flush_bytes))
-        run_mxnet_jobs(jobs, self.config['threads'], on_result=lambda i, result: store(
-            parts[i], summarize(result['seconds']).median_ms))
-
-
-def measure_latency(net, input_shape, runtime='onnxruntime', threads=2, runs=20, warmup=5):
-    """End-to-end Timing of a whole network, measured the way table entries are (no flush:
-    back-to-back calls of the network flush each block's weights by themselves)."""
-    check_runtime(runtime)
-    check_counts(runs, warmup, threads)
-    config = dict(threads=threads, runs=runs, warmup=warmup, batch_size=input_shape[0])
-    with tempfile.TemporaryDirectory(prefix='nas-latency-') as folder:
-        measurer = (_OnnxMeasurer if runtime == 'onnxruntime' else _MxnetMeasurer)(config, folder)
-        return measurer.time(net, tuple(input_shape), 0)
-
-
 # --------------------------------------------------------------------------------------------
 # loading and predicting
 
 
-def load_latency_table(path, runtime=None, threads=None, input_size=None, batch_size=None,
-                       space=None, allow_other_cpu=False):
-    """Read a latency table; refuse one measured on another CPU or with other settings than
-    the given ones (None: any)."""
+def load_latency_table(path, runtime=None, precision=None, threads=None, input_size=None,
+                       batch_size=None, space=None, allow_other_cpu=False):
+    """Read and check a latency table; refuse one measured on another CPU, with another
+    runtime version, or with other settings than the given ones (None: any)."""
     try:
         with open(path) as handle:
             table = json.load(handle)
     except OSError as err:
         raise ProfilingError('cannot read latency table %s: %s' % (path, err.strerror)) from err
     except ValueError as err:
-        raise ProfilingError('%s is not a latency table (invalid JSON: %s)' % (path, err)) from err
+        raise ProfilingError('%s is not a latency table (invalid JSON: %s); measure it again '
+                             'with nas-profile --latency-table' % (path, err)) from err
     if not isinstance(table, dict) or table.get('kind') != TABLE_KIND:
         raise ProfilingError('%s is not a latency table; make one with nas-profile '
                              '--latency-table' % path)
     if table.get('version') != TABLE_VERSION:
         raise ProfilingError('latency table %s has version %r; this code reads version %d; '
                              'measure it again' % (path, table.get('version'), TABLE_VERSION))
+    _check_values(table, path)
     config = table['config']
-    expected = {'runtime': runtime, 'threads': threads, 'input_size': input_size,
-                'batch_size': batch_size, 'space_key': space.key() if space else None}
+    expected = {'runtime': runtime, 'precision': precision, 'threads': threads,
+                'input_size': input_size, 'batch_size': batch_size,
+                'space_key': space.key() if space else None,
+                'runtime_version': runtime_version(config['runtime'])}
     if not allow_other_cpu:
         expected['cpu'] = cpu_model()
     for key, value in expected.items():
@@ -285,13 +301,40 @@ def load_latency_table(path, runtime=None, threads=None, input_size=None, batch_
     return table
 
 
-def predict_latency(table, arch):
-    """Predicted latency (ms) of ``arch``: stem + head + the entry of every position."""
+def _check_values(table, path):
+    """Hand-edited or truncated tables: every field present, every time None or >= 0."""
+    try:
+        config = table['config']
+        for key in _CHECKED + ('runtime_version', 'cpu', 'space', 'call_overhead_units'):
+            config[key]  # noqa: B018  (a KeyError names the missing field)
+        probe = config['probe']['median_ms']
+        grids = [table[name] for name in ('latency_ms', 'latency_units')]
+        values = [(name, grid[name]) for grid in grids for name in ('input_block', 'output_block')]
+        for grid in grids:
+            if np.shape(grid['nas_block']) != (NUM_POSITIONS, NUM_BLOCKS, NUM_SCALES):
+                raise KeyError('nas_block')
+            values += [('position %d, block %d, channel %d' % (p, b, c), grid['nas_block'][p][b][c])
+                       for p, b, c in table_entries()]
+    except (KeyError, TypeError, ValueError) as err:
+        raise ProfilingError('latency table %s is incomplete (%s missing); measure it again with '
+                             'nas-profile --latency-table' % (path, err)) from None
+    for name, value in values + [('the probe time', probe)]:
+        if value is not None and (not isinstance(value, (int, float)) or not math.isfinite(value)
+                                  or value < 0 or (name == 'the probe time' and value == 0)):
+            raise ProfilingError('latency table %s has an invalid time for %s (%r); measure it '
+                                 'again with nas-profile --latency-table --resume after removing '
+                                 'it' % (path, name, value))
+
+
+def _units_sum(table, arch, choose=None):
     config = table['config']
     if config['space_key'] != arch.space.key():
         raise ProfilingError('the latency table was measured for search space %s; the '
                              'architecture is in %s' % (config['space_key'], arch.space.key()))
-    latency = table['latency_ms']
+    latency = table['latency_units']
+    if latency['input_block'] is None or latency['output_block'] is None:
+        raise ProfilingError('the latency table has no stem or head entry; complete it with '
+                             'nas-profile --latency-table --resume')
     values = [latency['input_block'], latency['output_block']]
     for position, (block, channel) in enumerate(zip(arch.blocks, arch.channels)):
         value = latency['nas_block'][position][block][channel]
@@ -300,7 +343,37 @@ def predict_latency(table, arch):
                                  'channel %d; complete it with nas-profile --latency-table '
                                  '--resume' % (position, block, channel))
         values.append(value)
-    if None in values[:2]:
-        raise ProfilingError('the latency table has no stem or head entry; complete it with '
-                             'nas-profile --latency-table --resume')
     return float(sum(values))
+
+
+def predict_latency(table, arch, probe_ms=None, correct=True, units=False):
+    """Predicted latency (ms) of ``arch``: the table's sum in probe units, corrected
+    (``correct``), times ``probe_ms`` (a fresh ``measure_probe`` time: rescaled to the
+    machine's speed now) or the build's probe time. ``units=True``: in probe units."""
+    total = _units_sum(table, arch)
+    if correct:
+        total = apply_correction(table.get('correction'), total)
+    if units:
+        return total
+    return total * _probe_ms(table, probe_ms)
+
+
+def predict_floor(table, space, probe_ms=None):
+    """The lowest prediction of any subnet the table covers (the cheapest measured entry at
+    every position; the correction is increasing, so its minimum is there)."""
+    grid = table['latency_units']['nas_block']
+    best = [min(((v, b, c) for b, row in enumerate(grid[p]) for c, v in enumerate(row)
+                 if v is not None), default=None) for p in range(NUM_POSITIONS)]
+    if None in best:
+        raise ProfilingError('the latency table has no entry at position %d; complete it with '
+                             'nas-profile --latency-table --resume' % best.index(None))
+    arch = Arch(tuple(b for _, b, _ in best), tuple(c for _, _, c in best), space)
+    return predict_latency(table, arch, probe_ms)
+
+
+def _probe_ms(table, probe_ms):
+    if probe_ms is None:
+        return table['config']['probe']['median_ms']
+    if not (isinstance(probe_ms, (int, float)) and math.isfinite(probe_ms) and probe_ms > 0):
+        raise ProfilingError('the probe time must be a positive number of ms, got %r' % probe_ms)
+    return float(probe_ms)

@@ -3,9 +3,9 @@
 MXNet: the profiler's operator events of a hybridized graph (NaiveEngine: one operator at a time,
 in graph order, so the events match the graph nodes one to one). onnxruntime: the per-node kernel
 times of its session profiling JSON, after its graph optimisations (fused Conv+BN(+activation)
-nodes carry the MACs of their convolution). Both runtimes name their nodes after MXNet's op names,
+nodes carry the FLOPs of their convolution). Both runtimes name their nodes after MXNet's op names,
 whose prefixes are the Gluon blocks' prefixes: that gives every op its block (stem, units.<i>,
-head). MACs are the counter's per-layer figures (``nas.counting``, SPEC §6.1).
+head). FLOPs are the counter's per-layer figures (``nas.counting``, SPEC §6.1).
 """
 import json
 import os
@@ -19,7 +19,8 @@ from mxnet.gluon import nn
 from export.mxnet_symbol import INPUT_NAME, export_mxnet
 from export.onnx import export_onnx
 from nas.atomic import write_csv, write_json
-from nas.counting import count_ops, trace_net
+from nas.counting import count_ops
+from nas.trace_mxnet import trace_net
 from nas.errors import ProfilingError
 from nas.network import OneShotNet
 from .timing import (Timing, check_counts, check_runtime, cpu_model, random_input,
@@ -35,7 +36,7 @@ _CHUNK = 5  # onnxruntime runs per session before switching between plain and pr
 
 @dataclass(frozen=True)
 class OpRow:
-    """One executed operator. ``macs`` is the counter's figure (SPEC §6.1) for the whole batch of
+    """One executed operator. ``flops`` is the counter's figure (SPEC §6.1) for the whole batch of
     the layer named ``layer`` ('' when the op computes no counted layer); ``gflops`` counts one
     multiply-accumulate as two floating-point operations (hardware convention). ``time_ms`` is
     the median over the profiled runs, ``share`` its part of the summed medians."""
@@ -44,7 +45,7 @@ class OpRow:
     block: str
     stage: Optional[int]
     out_shape: Tuple[int, ...]
-    macs: int
+    flops: int
     layer: str
     time_ms: float
     mean_ms: float
@@ -182,7 +183,7 @@ def profile_op_by_op(net, input_size=224, batch_size=1, runtime='onnxruntime', t
     shape = (batch_size, 3, input_size, input_size)
     prefixes = block_prefixes(net)
     graph = trace_net(net, shape[1:])
-    # the model's own MACs, also for ops of an exported graph whose channels were padded
+    # the model's own FLOPs, also for ops of an exported graph whose channels were padded
     counted = {layer.name: layer.flops * batch_size for layer in count_ops(graph).layers
                if layer.flops}
     with tempfile.TemporaryDirectory(prefix='nas-profile-') as folder:
@@ -195,11 +196,11 @@ def profile_op_by_op(net, input_size=224, batch_size=1, runtime='onnxruntime', t
     medians = [statistics.median(samples) for *_, samples in rows]
     total = sum(medians) or 1.0
     op_rows = []
-    for (name, op_type, out_shape, macs, layer, samples), median, block in zip(
+    for (name, op_type, out_shape, flops, layer, samples), median, block in zip(
             rows, medians, _blocks(rows, prefixes)):
-        op_rows.append(OpRow(name, op_type, block[0], block[1], tuple(out_shape), macs, layer,
+        op_rows.append(OpRow(name, op_type, block[0], block[1], tuple(out_shape), flops, layer,
                              median, statistics.fmean(samples), median / total,
-                             2.0 * macs / (median * 1e6) if median > 0 else 0.0))
+                             2.0 * flops / (median * 1e6) if median > 0 else 0.0))
     order = list(dict.fromkeys(label for _, label, _ in prefixes))
     return OpProfile(model_name or type(net).__name__, runtime, runtime_version(runtime),
                      threads, batch_size, shape, cpu_model(), latency, profiled, op_rows, order)
@@ -224,7 +225,7 @@ def _blocks(rows, prefixes):
 
 
 def _profile_mxnet(net, graph, counted, shape, threads, runs, warmup, progress, folder):
-    """Rows (name, type, shape, macs, layer, ms per run) from MXNet's trace, graph order."""
+    """Rows (name, type, shape, flops, layer, ms per run) from MXNet's trace, graph order."""
     prefix = os.path.join(folder, 'model')
     export_mxnet(net, prefix, shape)
     trace = os.path.join(folder, 'trace.json')
@@ -235,7 +236,7 @@ def _profile_mxnet(net, graph, counted, shape, threads, runs, warmup, progress, 
     times = _align(nodes, _mxnet_spans(trace), runs)
     if [op.name for op in graph] != [node['name'] for node in nodes]:
         raise ProfilingError('the exported MXNet graph differs from the traced one; cannot '
-                             'attach shapes and MACs to the profiled ops')
+                             'attach shapes and FLOPs to the profiled ops')
     batch = shape[0]
     rows = [(op.name, op.op_type, (batch,) + tuple(op.out_shape[1:]),
              counted.get(op.name, 0), op.name if op.name in counted else '', samples)
@@ -299,7 +300,7 @@ def _align(nodes, spans, runs):
 
 
 def _profile_onnx(net, counted, shape, threads, runs, warmup, progress, folder):
-    """Rows (name, type, shape, macs, layer, ms per run) from onnxruntime's profile, in
+    """Rows (name, type, shape, flops, layer, ms per run) from onnxruntime's profile, in
     execution order."""
     import onnx
     path = os.path.join(folder, 'model.onnx')

@@ -1,10 +1,19 @@
-"""Timing shared by op-by-op profiling and the latency table: runtimes, thread control, statistics.
+"""The one way this project times inference: runtimes, thread control, statistics, the probe.
 
-onnxruntime runs in this process with its own thread pool of ``threads`` threads. MXNet reads its
-thread count (``OMP_NUM_THREADS``) and engine only when it starts, so MXNet timing runs in a fresh
-worker process (``python -m profiling.timing JOBS``) with the NaiveEngine: operators then execute
-one at a time in graph order, which lets the profiler's per-operator events be matched to graph
-nodes and keeps per-op and end-to-end timings comparable.
+Every measurement runs in a worker process that loads ONE runtime (``python -m
+profiling.timing_worker``): MXNet's OpenMP threads and onnxruntime's spinning pool threads never
+share a process, and the main process (which traces and exports with MXNet) only waits while the
+worker times. Models are timed in interleaved chunks, and before every chunk the worker times a
+fixed *reference probe* (a small constant network on the same runtime and threads). A model's
+median divided by the median of its neighbouring probe chunks is its time in *probe units*: a
+slower machine (other work, a lower clock) slows model and probe alike, so units survive drift.
+
+A *sample* is the mean of as many consecutive runs as fill a window of about ``WINDOW_S`` (one
+run for a whole network, dozens for a small block or the probe). Other processes take the CPU in
+scheduler slices of a few milliseconds: a 0.3 ms run usually slips between them while a 6 ms
+network does not, so only samples of equal length see the same share of a busy machine.
+onnxruntime keeps its default intra-op spinning (what a deployment sees); a short pause before
+every chunk lets the previous session's threads go to sleep before the next one starts.
 """
 import json
 import os
@@ -19,34 +28,57 @@ import numpy as np
 
 from nas.errors import DependencyError, ProfilingError
 
-__all__ = ['RUNTIMES', 'Timing', 'summarize', 'check_runtime', 'check_counts', 'cpu_model',
-           'runtime_version', 'CacheFlusher', 'time_runs', 'random_input', 'ort_session',
-           'time_onnx', 'run_mxnet_jobs']
+__all__ = ['RUNTIMES', 'Timing', 'Measurement', 'summarize', 'check_runtime', 'check_counts',
+           'cpu_model', 'runtime_version', 'CacheFlusher', 'time_runs', 'random_input',
+           'ort_session', 'measure_models', 'run_mxnet_jobs', 'PAUSE_S', 'WINDOW_S']
 
 RUNTIMES = ('mxnet', 'onnxruntime')
+PAUSE_S = 0.005  # before every chunk: the previous runner's threads stop spinning
+WINDOW_S = 0.005  # length of one timed sample
 _FLOAT_BYTES = 4
 
 
 @dataclass(frozen=True)
 class Timing:
-    """Statistics of timed runs, in milliseconds."""
+    """Statistics of timed runs, in milliseconds; ``spread`` is the interquartile range over
+    the median (0.02: the middle half of the runs lie within 2 % of the median)."""
     median_ms: float
     p90_ms: float
     mean_ms: float
     min_ms: float
+    spread: float
     runs: int
 
     def to_dict(self):
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class Measurement:
+    """A model's Timing next to the probe chunks timed between its chunks."""
+    timing: Timing
+    probe: Timing
+
+    @property
+    def units(self):
+        """The model's median in probe units (median over the median of its probes)."""
+        return self.timing.median_ms / self.probe.median_ms
+
+    def to_dict(self):
+        return {'timing': self.timing.to_dict(), 'probe': self.probe.to_dict(),
+                'units': self.units}
+
+
 def summarize(seconds):
-    """Median / p90 / mean / min of run times given in seconds."""
+    """Median / p90 / mean / min / spread of run times given in seconds."""
     values = np.asarray(seconds, dtype=float) * 1e3
     if values.size == 0:
         raise ProfilingError('no timed runs to summarize; use runs >= 1')
-    return Timing(float(np.median(values)), float(np.percentile(values, 90)),
-                  float(values.mean()), float(values.min()), int(values.size))
+    median = float(np.median(values))
+    q1, q3 = np.percentile(values, [25, 75])
+    return Timing(median, float(np.percentile(values, 90)), float(values.mean()),
+                  float(values.min()), float((q3 - q1) / median) if median > 0 else 0.0,
+                  int(values.size))
 
 
 def check_runtime(runtime):
@@ -125,7 +157,9 @@ def time_runs(run, runs, warmup, before=None, progress=None):
     for _ in range(runs):
         if before is not None:
             before()
-        seconds.append(_timed(run))
+        start = time.perf_counter()
+        run()
+        seconds.append(time.perf_counter() - start)
         if progress is not None:
             progress.update(1)
     return seconds
@@ -154,100 +188,95 @@ def random_input(shape, seed=0):
     return np.random.RandomState(seed).standard_normal(tuple(shape)).astype(np.float32)
 
 
-def time_onnx(model, input_shape, threads, runs, warmup, flush_bytes=0, progress=None):
-    """Median-based Timing of an ONNX model (path or bytes) in onnxruntime."""
-    session = ort_session(model, threads)
-    name = session.get_inputs()[0].name
-    data = random_input(input_shape)
-    flush = CacheFlusher(flush_bytes)
-    return summarize(time_runs(lambda: session.run(None, {name: data}), runs, warmup,
-                               before=lambda: flush(data), progress=progress))
-
-
 # --------------------------------------------------------------------------------------------
-# MXNet worker process
+# the worker process
+
+
+def measure_models(models, runtime, threads, probe, runs=20, warmup=5, chunks=4,
+                   flush_bytes=0, group=20, on_result=None):
+    """Time exported models in one worker process, interleaved with the reference probe.
+
+    ``models`` are ONNX paths (onnxruntime) or ``prefix`` strings of ``prefix-symbol.json`` /
+    ``prefix-0000.params`` (MXNet), each with its input shape: ``[(model, shape), ...]``;
+    ``probe`` is one more such pair (``profiling.probe`` writes it). ``group`` models are loaded
+    at a time and timed in ``chunks`` rounds of ``ceil(runs / chunks)`` runs each; every chunk
+    is preceded by a chunk of the probe. A run is a sample of about ``WINDOW_S`` (see the
+    module's note). ``flush_bytes`` of unrelated memory are read before
+    every timed run of a model (not of the probe). Returns one Measurement per model;
+    ``on_result(index, measurement)`` is called as each one is complete.
+    """
+    check_runtime(runtime)
+    check_counts(runs, warmup, threads)
+    check_counts(chunks, 0, group)
+    spec = dict(runtime=runtime, runs=runs, warmup=warmup, chunks=min(chunks, runs),
+                flush_bytes=int(flush_bytes), group=group, pause_s=PAUSE_S, window_s=WINDOW_S,
+                probe=[probe[0], list(probe[1])],
+                models=[[model, list(shape)] for model, shape in models])
+    results = [None] * len(models)
+
+    def on_line(kind, payload):
+        if kind == 'result':
+            index, result = json.loads(payload)
+            results[index] = Measurement(summarize(result['seconds']),
+                                         summarize(result['probe_seconds']))
+            if on_result is not None:
+                on_result(index, results[index])
+    _run_worker('measure', spec, runtime, threads, on_line)
+    return results
 
 
 def run_mxnet_jobs(jobs, threads, on_result=None, progress=None):
-    """Time exported MXNet models in a fresh process with ``threads`` OpenMP threads.
+    """Time exported MXNet models op by op in a fresh MXNet worker with the NaiveEngine.
 
     Each job is a dict: ``prefix`` (of ``prefix-symbol.json`` / ``prefix-0000.params``),
-    ``shape``, ``runs``, ``warmup``, optional ``flush_bytes`` and ``trace`` (a path: profile the
+    ``shape``, ``runs``, ``warmup`` and optional ``trace`` (a path: alternate plain and profiled
     runs and dump MXNet's trace there). Returns one result per job: ``seconds`` (plain runs) and,
-    for traced jobs, ``profiled_seconds``. ``on_result(index, result)`` is called as each job
-    ends, ``progress.update(1)`` after every timed run.
+    for traced jobs, ``profiled_seconds``. ``progress.update(1)`` after every timed run.
     """
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
-               MXNET_ENGINE_TYPE='NaiveEngine', MXNET_EXEC_BULK_EXEC_INFERENCE='0',
-               MXNET_CPU_WORKER_NTHREADS='1')
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env['PYTHONPATH'] = os.pathsep.join(filter(None, [root, env.get('PYTHONPATH')]))
     if sum(1 for job in jobs if job.get('trace')) > 1:
         raise ValueError('MXNet writes one profiler trace per process; trace one job per call')
     results = [None] * len(jobs)
-    with tempfile.TemporaryDirectory(prefix='nas-profile-') as folder:
-        job_file = os.path.join(folder, 'jobs.json')
-        with open(job_file, 'w') as handle:
-            json.dump(jobs, handle)
+
+    def on_line(kind, payload):
+        if kind == 'run' and progress is not None:
+            progress.update(1)
+        elif kind == 'result':
+            index, result = json.loads(payload)
+            results[index] = result
+            if on_result is not None:
+                on_result(index, result)
+    _run_worker('trace', jobs, 'mxnet', threads, on_line)
+    return results
+
+
+def _run_worker(mode, spec, runtime, threads, on_line):
+    """Run ``python -m profiling.timing_worker MODE SPEC`` with ``threads`` threads for
+    ``runtime``; ``on_line(kind, payload)`` for every line it prints."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
+               MXNET_ENGINE_TYPE='NaiveEngine', MXNET_EXEC_BULK_EXEC_INFERENCE='0',
+               MXNET_CPU_WORKER_NTHREADS='1', NAS_TIMING_RUNTIME=runtime,
+               NAS_TIMING_THREADS=str(threads))
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env['PYTHONPATH'] = os.pathsep.join(filter(None, [root, env.get('PYTHONPATH')]))
+    with tempfile.TemporaryDirectory(prefix='nas-timing-') as folder:
+        spec_file = os.path.join(folder, 'spec.json')
+        with open(spec_file, 'w') as handle:
+            json.dump(spec, handle)
         errors = open(os.path.join(folder, 'stderr.txt'), 'w+')  # a file: a full pipe would block
-        worker = subprocess.Popen([sys.executable, '-m', 'profiling.timing', job_file], env=env,
-                                  stdout=subprocess.PIPE, stderr=errors, text=True)
-        for line in worker.stdout:
-            kind, _, payload = line.partition(' ')
-            if kind == 'run' and progress is not None:
-                progress.update(1)
-            elif kind == 'result':
-                index, result = json.loads(payload)
-                results[index] = result
-                if on_result is not None:
-                    on_result(index, result)
-        failed = worker.wait() != 0 or None in results
+        worker = subprocess.Popen([sys.executable, '-m', 'profiling.timing_worker', mode,
+                                   spec_file], env=env, stdout=subprocess.PIPE, stderr=errors,
+                                  text=True)
+        try:
+            for line in worker.stdout:
+                kind, _, payload = line.rstrip('\n').partition(' ')
+                on_line(kind, payload)
+        finally:
+            if worker.poll() is None and sys.exc_info()[0] is not None:
+                worker.kill()  # the caller stopped (Ctrl-C, a failed store): no orphan worker
+            code = worker.wait()
         errors.seek(0)
         last = [line for line in errors.read().splitlines()  # not MXNet's '[time] file:' logs
                 if line.strip() and not line.startswith('[')][-1:] or ['?']
         errors.close()
-        if failed:
-            raise ProfilingError('the MXNet timing process failed: %s' % last[0])
-    return results
-
-
-def _worker_main(job_file):
-    """Entry point of the worker process: run the jobs, report on stdout line by line."""
-    import mxnet as mx
-    from export.mxnet_symbol import symbol_block
-    with open(job_file) as handle:
-        jobs = json.load(handle)
-    for index, job in enumerate(jobs):
-        saved = mx.nd.load(job['prefix'] + '-0000.params')  # a list when the net has no weights
-        params = {name.split(':', 1)[1]: value for name, value in dict(saved or {}).items()}
-        block = symbol_block(mx.sym.load(job['prefix'] + '-symbol.json'), params)
-        block.hybridize(static_alloc=True, static_shape=True)
-        data = mx.nd.array(random_input(job['shape']))
-        flush = CacheFlusher(job.get('flush_bytes', 0))
-        if job.get('trace'):
-            mx.profiler.set_config(profile_all=True, aggregate_stats=False, filename=job['trace'])
-        for _ in range(max(1, job['warmup'])):  # the first call builds the cached graph
-            block(data).wait_to_read()
-        result = {'seconds': [], 'profiled_seconds': []}
-        for _ in range(job['runs']):
-            flush(data)  # NaiveEngine: the flush's reads finish before the call returns
-            result['seconds'].append(_timed(lambda: block(data).wait_to_read()))
-            print('run', flush=True)
-            if job.get('trace'):  # alternate plain and profiled runs: same machine conditions
-                mx.profiler.set_state('run')
-                result['profiled_seconds'].append(_timed(lambda: block(data).wait_to_read()))
-                mx.profiler.set_state('stop')
-                print('run', flush=True)
-        if job.get('trace'):
-            mx.profiler.dump()
-        print('result', json.dumps([index, result]), flush=True)
-
-
-def _timed(call):
-    start = time.perf_counter()
-    call()
-    return time.perf_counter() - start
-
-
-if __name__ == '__main__':
-    _worker_main(sys.argv[1])
+        if code != 0:
+            raise ProfilingError('the %s timing process failed: %s' % (runtime, last[0]))

@@ -1,6 +1,9 @@
 """Op-by-op profiling, the latency table and the predictor (issue 7), on 32x32 subnets."""
 import csv
+import dataclasses
 import json
+import re
+import subprocess
 import sys
 
 import numpy as np
@@ -13,10 +16,16 @@ from nas.network import OneShotNet
 from nas.space import Arch, SearchSpace, NUM_POSITIONS
 from profiling import plots
 from cli.profile import main
+from conftest import kill_when
+from profiling import latency_table
+from profiling.correction import fit_correction
 from profiling.latency_table import (load_latency_table, measure_latency_table,
-                                     missing_entries, predict_latency, table_entries)
+                                     missing_entries, predict_floor, predict_latency,
+                                     table_entries)
 from profiling.op_by_op import profile_op_by_op
-from profiling.timing import check_runtime, cpu_model, summarize
+from profiling.timing import (Measurement, Timing, check_runtime, cpu_model, runtime_version,
+                              summarize)
+from profiling.verify import LatencyPredictor, verify_winners
 
 SIZE = 32
 
@@ -51,13 +60,13 @@ def _conv_counts(net):
 # ---------------------------------------------------------------------------- op by op
 
 
-def test_every_conv_appears_once_with_the_counters_macs(profile):
+def test_every_conv_appears_once_with_the_counters_flops(profile):
     net, prof = profile
     convs = _conv_counts(net)
     carried = [row for row in prof.rows if row.layer in convs]
     assert sorted(row.layer for row in carried) == sorted(convs)  # each conv exactly once
-    assert all(row.macs == convs[row.layer] for row in carried)
-    assert sum(row.macs for row in prof.rows) == count_net(net, (3, SIZE, SIZE)).flops
+    assert all(row.flops == convs[row.layer] for row in carried)
+    assert sum(row.flops for row in prof.rows) == count_net(net, (3, SIZE, SIZE)).flops
 
 
 def test_every_op_has_a_block_and_totals_follow_the_network(profile, arch):
@@ -70,21 +79,8 @@ def test_every_op_has_a_block_and_totals_follow_the_network(profile, arch):
     assert stages['stem'] is None and stages['head'] is None
 
 
-def test_shares_times_and_gflops_are_consistent(profile):
-    _, prof = profile
-    assert sum(row.share for row in prof.rows) == pytest.approx(1.0)
-    assert sum(prof.block_totals().values()) == pytest.approx(prof.op_sum_ms)
-    assert sum(prof.type_totals().values()) == pytest.approx(prof.op_sum_ms)
-    for row in prof.rows:
-        assert row.time_ms >= 0
-        if row.time_ms > 0:
-            assert row.gflops == pytest.approx(2 * row.macs / (row.time_ms * 1e6))
-        assert row.mean_ms >= 0
-    assert prof.coverage == pytest.approx(prof.op_mean_sum_ms / prof.latency.mean_ms)
-
-
 def test_mxnet_profile_has_every_graph_op_in_graph_order(profile):
-    from nas.counting import trace_net
+    from nas.trace_mxnet import trace_net
     net, prof = profile
     if prof.runtime != 'mxnet':
         pytest.skip('onnxruntime runs its own optimised graph')
@@ -113,7 +109,7 @@ def test_json_and_csv_are_machine_readable(profile, tmp_path):
     with open(prof.write_csv(str(tmp_path / 'p.csv'))) as handle:
         rows = list(csv.DictReader(handle))
     assert [r['name'] for r in rows] == [row.name for row in prof.rows]
-    assert [int(r['macs']) for r in rows] == [row.macs for row in prof.rows]
+    assert [int(r['flops']) for r in rows] == [row.flops for row in prof.rows]
     assert sum(float(r['time_ms']) for r in rows) == pytest.approx(prof.op_sum_ms)
 
 
@@ -172,97 +168,177 @@ def test_missing_onnxruntime_is_a_dependency_error(monkeypatch):
 ENTRIES = [(0, 0, 0), (0, 3, 9), (19, 1, 4)]
 
 
+def _synthetic_table(space, probe_ms=0.5, correction=None):
+    """A complete table with known values: every block 1 unit, stem 2, head 3."""
+    table = latency_table._new_table(space, 'onnxruntime', 'fp32', 1, 1, 3, 1, 1)
+    for name, scale in (('latency_units', 1.0), ('latency_ms', probe_ms)):
+        grid = table[name]
+        grid['input_block'], grid['output_block'] = 2 * scale, 3 * scale
+        grid['nas_block'] = [[[scale] * 10 for _ in range(4)] for _ in range(20)]
+    table['config'].update(call_overhead_ms=0.01, call_overhead_units=0.02)
+    table['config']['probe'].update(median_ms=probe_ms, spread=0.0, samples_ms=[probe_ms])
+    table['correction'] = correction
+    return table
+
+
+def _write(path, table):
+    path.write_text(json.dumps(table))
+    return str(path)
+
+
+def test_prediction_rescales_by_the_probe_and_applies_the_correction(arch):
+    table = _synthetic_table(arch.space, probe_ms=0.5)
+    assert predict_latency(table, arch, units=True) == pytest.approx(25.0)  # 2 + 3 + 20 x 1
+    assert predict_latency(table, arch) == pytest.approx(12.5)  # at the build's probe time
+    assert predict_latency(table, arch, probe_ms=0.65) == pytest.approx(16.25)  # 30 % slower
+    table['correction'] = {'model': 'line', 'slope': 0.8, 'intercept': 1.0}
+    assert predict_latency(table, arch, probe_ms=0.65) == pytest.approx(21.0 * 0.65)
+    assert predict_latency(table, arch, probe_ms=0.65, correct=False) == pytest.approx(16.25)
+    table['latency_units']['nas_block'][0][arch.blocks[0]][arch.channels[0]] = 0.25
+    assert predict_floor(table, arch.space) == pytest.approx((0.8 * 24.25 + 1.0) * 0.5)
+    for bad in (0, -1.0, float('nan')):
+        with pytest.raises(ProfilingError, match='probe time must be a positive'):
+            predict_latency(table, arch, probe_ms=bad)
+
+
+def test_correction_fit_recovers_a_known_line_and_prefers_the_simplest_model():
+    predicted = np.array([20.0, 24.0, 28.0, 31.0, 35.0, 40.0])
+    line = fit_correction(predicted, 0.9 * predicted + 3.0)
+    assert line['model'] == 'line'
+    assert (line['slope'], line['intercept']) == (pytest.approx(0.9), pytest.approx(3.0))
+    assert np.abs(line['residuals']).max() < 1e-9
+    noise = np.array([0.01, -0.01, 0.005, -0.005, 0.0, 0.01])
+    scale = fit_correction(predicted, 1.25 * predicted * (1 + noise))
+    assert scale['model'] == 'scale' and scale['slope'] == pytest.approx(1.25, rel=0.01)
+    assert fit_correction(predicted, predicted)['model'] == 'none'
+    with pytest.raises(ProfilingError, match='at least 3'):
+        fit_correction(predicted[:2], predicted[:2])
+
+
+def test_a_table_from_another_setting_or_machine_is_refused_naming_the_field(arch, tmp_path):
+    table = _synthetic_table(arch.space)
+    good = _write(tmp_path / 'good.json', table)
+    assert load_latency_table(good, runtime='onnxruntime', precision='fp32', threads=1,
+                              input_size=SIZE, batch_size=1, space=arch.space) == table
+    for key, value in (('runtime', 'mxnet'), ('precision', 'int8'), ('threads', 2),
+                       ('input_size', 64), ('batch_size', 4)):
+        with pytest.raises(ProfilingError, match='measured with %s=' % key):
+            load_latency_table(good, **{key: value})
+    with pytest.raises(ProfilingError, match='measured with space_key='):
+        load_latency_table(good, space=SearchSpace(use_se=False, input_size=SIZE, classes=10))
+    for key, value in (('cpu', 'Some Other CPU'), ('runtime_version', '0.0.1')):
+        other = _write(tmp_path / (key + '.json'),
+                       dict(table, config=dict(table['config'], **{key: value})))
+        with pytest.raises(ProfilingError, match="measured with %s='%s'" % (key, value)):
+            load_latency_table(other)
+    assert load_latency_table(str(tmp_path / 'cpu.json'), allow_other_cpu=True)
+
+
+@pytest.mark.parametrize('edit, fragment', [
+    (lambda t: t['latency_units']['nas_block'][3][1].__setitem__(2, -0.5), 'position 3, block 1'),
+    (lambda t: t['latency_ms'].__setitem__('output_block', float('nan')), 'output_block'),
+    (lambda t: t['config']['probe'].__setitem__('median_ms', 0), 'the probe time'),
+    (lambda t: t['config'].pop('threads'), "'threads' missing"),
+    (lambda t: t['latency_units']['nas_block'].pop(), "'nas_block' missing"),
+])
+def test_a_hand_edited_table_is_refused(arch, tmp_path, edit, fragment):
+    table = _synthetic_table(arch.space)
+    edit(table)
+    with pytest.raises(ProfilingError, match='latency table .*' + re.escape(fragment)):
+        load_latency_table(_write(tmp_path / 't.json', table))
+
+
+def test_a_truncated_table_is_refused_and_a_missing_entry_named(arch, tmp_path):
+    text = json.dumps(_synthetic_table(arch.space))
+    truncated = tmp_path / 'cut.json'
+    truncated.write_text(text[:len(text) // 2])
+    with pytest.raises(ProfilingError, match='invalid JSON'):
+        load_latency_table(str(truncated))
+    table = _synthetic_table(arch.space)
+    table['latency_units']['nas_block'][5][arch.blocks[5]][arch.channels[5]] = None
+    with pytest.raises(ProfilingError, match='no entry for position 5'):
+        predict_latency(load_latency_table(_write(tmp_path / 'hole.json', table)), arch)
+
+
 @pytest.fixture(scope='module')
 def small_table(tmp_path_factory, arch):
     path = str(tmp_path_factory.mktemp('lat') / 'table.json')
     table = measure_latency_table(arch.space, runtime='onnxruntime', threads=1, runs=3,
-                                  warmup=1, entries=ENTRIES, path=path)
+                                  warmup=1, chunks=1, entries=ENTRIES, calibration=0, path=path)
     return path, table
 
 
 def test_table_records_its_setting_and_measures_only_the_asked_entries(small_table, arch):
     path, table = small_table
     config = table['config']
-    assert (config['runtime'], config['threads'], config['batch_size'], config['input_size'],
-            config['cpu'], config['space_key']) == \
-        ('onnxruntime', 1, 1, SIZE, cpu_model(), arch.space.key())
-    latency = table['latency_ms']
-    assert latency['input_block'] > 0 and latency['output_block'] > 0
-    assert all(latency['nas_block'][p][b][c] > 0 for p, b, c in ENTRIES)
+    assert (config['runtime'], config['precision'], config['runtime_version'],
+            config['threads'], config['batch_size'], config['input_size'], config['cpu'],
+            config['space_key']) == ('onnxruntime', 'fp32', runtime_version('onnxruntime'), 1,
+                                     1, SIZE, cpu_model(), arch.space.key())
     assert len(missing_entries(table)) == 800 - len(ENTRIES)
+    assert len(config['probe']['samples_ms']) == len(ENTRIES) + 2  # one per part: stem, head
+    assert config['build_seconds'] > 0 and table['correction'] is None
     assert json.load(open(path)) == table  # saved as it went
 
 
-def test_interrupted_table_resumes_with_only_the_missing_entries(tmp_path, arch):
-    path = str(tmp_path / 't.json')
-    entries = table_entries([1], [0], [0, 5, 9])
+def test_interrupted_table_resumes_after_sigkill_with_only_the_missing_entries(tmp_path):
+    """22 parts: two worker groups; the kill lands once the first group's entries are saved."""
+    path = tmp_path / 't.json'
+    args = ['--latency-table', '-o', str(path), '--input-size', str(SIZE), '--classes', '10',
+            '--positions', ','.join(map(str, range(10))), '--blocks', '0', '--channels', '0,9',
+            '--runs', '2', '--warmup', '0', '--chunks', '1', '--calibration', '0',
+            '--threads', '1', '--quiet']
+    proc = subprocess.Popen([sys.executable, '-c', 'from cli.profile import main; main()'] + args,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
-    class Interrupt:
-        count = 0
-
-        def update(self, n):
-            self.count += n
-            if self.count == 2:  # stem and the first entry are saved
-                raise KeyboardInterrupt
-    with pytest.raises(KeyboardInterrupt):
-        measure_latency_table(arch.space, threads=1, runs=2, warmup=0, entries=entries,
-                              path=path, progress=Interrupt())
-    partial = load_latency_table(path)
-    assert len(missing_entries(partial, entries)) == 2
-
-    class Count:
-        count = 0
-
-        def update(self, n):
-            self.count += n
-    counter = Count()
-    full = measure_latency_table(arch.space, threads=1, runs=2, warmup=0, entries=entries,
-                                 path=path, resume=True, progress=counter)
-    assert counter.count == 3  # two entries and the head
+    def some_saved():
+        try:
+            return 0 < 20 - len(missing_entries(json.loads(path.read_text()),
+                                                table_entries(list(range(10)), [0], [0, 9])))
+        except (OSError, ValueError):
+            return False
+    kill_when(proc, some_saved, timeout=300)
+    partial = load_latency_table(str(path))
+    entries = table_entries(list(range(10)), [0], [0, 9])
+    done = [e for e in entries if e not in missing_entries(partial, entries)]
+    assert 0 < len(done) < 20
+    result = CliRunner().invoke(main, args + ['--resume'])
+    assert result.exit_code == 0, result.output
+    full = load_latency_table(str(path))
     assert not missing_entries(full, entries)
-    assert full['latency_ms']['input_block'] == partial['latency_ms']['input_block']
+    for p, b, c in done:  # measured once, kept
+        assert full['latency_units']['nas_block'][p][b][c] == \
+            partial['latency_units']['nas_block'][p][b][c]
+    assert full['config']['build_seconds'] > partial['config']['build_seconds']
 
 
-def test_a_table_from_another_setting_or_machine_is_refused(small_table, tmp_path):
-    path, table = small_table
-    load_latency_table(path, runtime='onnxruntime', threads=1, input_size=SIZE, batch_size=1)
-    for key, value in (('runtime', 'mxnet'), ('threads', 2), ('input_size', 64),
-                       ('batch_size', 4)):
-        with pytest.raises(ProfilingError, match='measured with %s=' % key):
-            load_latency_table(path, **{key: value})
-    other = dict(table, config=dict(table['config'], cpu='Some Other CPU'))
-    other_path = tmp_path / 'other.json'
-    other_path.write_text(json.dumps(other))
-    with pytest.raises(ProfilingError, match="cpu='Some Other CPU'"):
-        load_latency_table(str(other_path))
-    assert load_latency_table(str(other_path), allow_other_cpu=True) == other
-    bad = tmp_path / 'bad.json'
-    bad.write_text('{"flops": 1}')
-    with pytest.raises(ProfilingError, match='not a latency table'):
-        load_latency_table(str(bad))
+@pytest.mark.parametrize('runtime, precision', [('mxnet', 'fp32'), ('onnxruntime', 'int8')])
+def test_mxnet_and_int8_tables_time_their_deployment_graphs(arch, runtime, precision):
+    table = measure_latency_table(arch.space, runtime=runtime, precision=precision, threads=1,
+                                  runs=2, warmup=1, chunks=1, entries=[(4, 2, 3)],
+                                  calibration=0)
+    assert (table['config']['runtime'], table['config']['precision']) == (runtime, precision)
+    assert table['latency_units']['nas_block'][4][2][3] is not None
+    with pytest.raises(ProfilingError, match='INT8 latency is measured on onnxruntime'):
+        measure_latency_table(arch.space, runtime='mxnet', precision='int8', entries=[])
 
 
-def test_prediction_is_stem_plus_head_plus_the_chosen_entries(small_table, arch):
-    _, table = small_table
-    rng = np.random.RandomState(0)
-    filled = json.loads(json.dumps(table))
-    values = rng.rand(20, 4, 10)
-    filled['latency_ms']['nas_block'] = values.tolist()
-    expected = filled['latency_ms']['input_block'] + filled['latency_ms']['output_block'] + \
-        sum(values[p, b, c] for p, (b, c) in enumerate(zip(arch.blocks, arch.channels)))
-    assert predict_latency(filled, arch) == pytest.approx(expected, rel=1e-12)
-    with pytest.raises(ProfilingError, match='no entry for position'):
-        predict_latency(table, arch)
-    with pytest.raises(ProfilingError, match='search space'):
-        predict_latency(filled, arch.with_space(input_size=64))
+def test_verify_flags_a_winner_measured_over_the_limit_beyond_its_spread(arch, tmp_path):
+    (tmp_path / 'topk.json').write_text(json.dumps([{'arch': str(arch)}, {'arch': str(arch)},
+                                                    {'arch': str(arch)}]))
+    predictor = LatencyPredictor(_synthetic_table(arch.space, probe_ms=0.4), probe_ms=0.4)
+    medians = iter([9.0, 10.4, 11.0])  # limit 10: under, over within the 5 % spread, over
 
-
-def test_mxnet_table_entries_are_measured_in_the_worker(arch):
-    table = measure_latency_table(arch.space, runtime='mxnet', threads=1, runs=2, warmup=1,
-                                  entries=[(4, 2, 3)])
-    assert table['config']['runtime'] == 'mxnet'
-    assert table['latency_ms']['nas_block'][4][2][3] > 0
-    assert table['config']['call_overhead_ms'] > 0
+    def stub(items, runtime, precision, threads, **kwargs):
+        assert (runtime, precision, threads) == ('onnxruntime', 'fp32', 1)
+        return [Measurement(Timing(next(medians), 0, 0, 8.5, 0.05, 20),
+                            Timing(0.4, 0, 0, 0.4, 0.0, 20)) for _ in items]
+    records = verify_winners(str(tmp_path), arch.space, predictor, limit_ms=10.0, measure=stub)
+    assert [r['over_limit'] for r in records] == [False, False, True]
+    assert [r['predicted_ms'] for r in records] == [pytest.approx(10.0)] * 3  # 25 units x 0.4
+    saved = json.load(open(tmp_path / 'topk.json'))
+    assert [w['latency']['median_ms'] for w in saved] == [9.0, 10.4, 11.0]
+    assert saved[2]['latency']['over_limit'] and saved[2]['latency']['cpu'] == cpu_model()
 
 
 # ---------------------------------------------------------------------------- CLI
@@ -297,7 +373,7 @@ def test_cli_op_by_op_writes_table_json_csv_and_plot(arch_file, tmp_path):
 
 @pytest.mark.parametrize('args, fragment', [
     (['--runtime', 'tensorrt'], "unknown runtime 'tensorrt'"),
-    (['--runs', '0'], 'runs must be'),
+    (['--runs', '0'], "'--runs'"),
 ])
 def test_cli_bad_options_are_one_line_errors(arch_file, args, fragment):
     result = CliRunner().invoke(main, ['--op-by-op', arch_file, '--input-size', str(SIZE),
@@ -323,13 +399,40 @@ def test_cli_latency_table_subset_then_refuses_other_threads(tmp_path):
     path = str(tmp_path / 'table.json')
     base = ['--latency-table', '-o', path, '--input-size', str(SIZE), '--classes', '10',
             '--positions', '0', '--blocks', '0', '--channels', '0,9', '--runs', '2',
-            '--warmup', '0', '--threads', '1', '--quiet']
+            '--warmup', '0', '--chunks', '1', '--calibration', '0', '--threads', '1', '--quiet']
     result = CliRunner().invoke(main, base)
     assert result.exit_code == 0, result.output
     assert '2 of 800 block entries measured (median of 2 runs)' in result.stdout
+    assert 'correction: none; built in' in result.stdout
     assert len(missing_entries(load_latency_table(path))) == 798
     result = CliRunner().invoke(main, base[:-3] + ['--threads', '2', '--resume', '--quiet'])
     _one_line_error(result, 'measured with threads=1')
+
+
+@pytest.fixture
+def run_dir(tmp_path, arch):
+    """A supernet run directory with untrained weights: enough for the checks made before
+    any search starts."""
+    folder = tmp_path / 'run'
+    folder.mkdir()
+    (folder / 'space.json').write_text(json.dumps(dataclasses.asdict(arch.space)))
+    supernet = OneShotNet(space=arch.space)
+    supernet.initialize()
+    supernet.save_parameters(str(folder / 'supernet.params'))
+    return str(folder)
+
+
+@pytest.mark.parametrize('limit, fragment', [
+    ('0', 'max-latency-ms'), ('-3', 'max-latency-ms'),
+    ('0.001', 'infeasible constraints: the smallest latency_ms')])
+def test_search_refuses_a_latency_limit_it_cannot_meet(run_dir, arch, tmp_path, limit, fragment):
+    from cli.search import main as search_cli
+    table = _write(tmp_path / 'lat.json', _synthetic_table(arch.space))
+    out = tmp_path / 'out'
+    result = CliRunner().invoke(search_cli, [run_dir, '-o', str(out), '--max-latency-ms', limit,
+                                             '--latency-table', table])
+    _one_line_error(result, fragment)
+    assert not out.exists()
 
 
 @pytest.mark.parametrize('args', [[], ['--op-by-op', 'oneshot', '--latency-table'],

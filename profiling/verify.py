@@ -1,0 +1,100 @@
+"""Search that keeps its promise: a latency table's predictor for the search, and the
+search's winners measured once it is done.
+
+The prediction is rescaled by a fresh probe time, so the search ranks and filters by what the
+table predicts for the machine as it is now. Afterwards every top-k winner is written as it is
+deployed and timed (interleaved with the probe); its measured median goes into ``topk.json``
+beside the prediction, and a winner whose median is over the limit by more than its own
+measured spread is flagged, never reported as meeting it.
+"""
+import json
+import os
+
+from nas.atomic import write_json
+from nas.errors import ProfilingError
+from nas.network import OneShotNet
+from nas.space import Arch
+from .deploy import measure_deployed, measure_probe
+from .latency_table import load_latency_table, predict_floor, predict_latency
+
+__all__ = ['LatencyPredictor', 'latency_predictor', 'verify_winners', 'card_latency']
+
+
+class LatencyPredictor:
+    """A loaded table with the probe time it predicts for: ``predictor(arch) -> ms``."""
+
+    def __init__(self, table, probe_ms, path=None):
+        self.table, self.probe_ms, self.path = table, probe_ms, path
+
+    def __call__(self, arch):
+        return predict_latency(self.table, arch, self.probe_ms)
+
+    def floor(self, space):
+        """The fastest subnet's prediction: a lower limit is infeasible."""
+        return predict_floor(self.table, space, self.probe_ms)
+
+    def setting(self):
+        """What the prediction and the verification are for (the card records it)."""
+        config = self.table['config']
+        return {key: config[key] for key in ('runtime', 'runtime_version', 'precision',
+                                             'threads', 'batch_size', 'input_size', 'cpu')}
+
+
+def latency_predictor(path, runtime, space, rescale=True):
+    """Load the table at ``path`` for ``runtime`` and ``space`` (refused when it was measured
+    for anything else, on another CPU or runtime version) and time the probe now (about a
+    second) unless ``rescale`` is False."""
+    table = load_latency_table(path, runtime=runtime, space=space)
+    config = table['config']
+    probe_ms = measure_probe(config['runtime'], config['threads']).median_ms if rescale else None
+    return LatencyPredictor(table, probe_ms, path)
+
+
+def verify_winners(out_dir, space, predictor, limit_ms=None, runs=20, warmup=5, chunks=4,
+                   measure=measure_deployed):
+    """Write each winner of ``out_dir/topk.json`` as deployed, time it, and record the result
+    in ``topk.json`` (key ``latency``); returns one record per winner.
+
+    A record holds the prediction (``predicted_ms``: rescaled at search time), the measured
+    ``median_ms`` / ``min_ms`` / ``spread``, the probe time measured between the winner's
+    chunks, and ``over_limit``: the median exceeds ``limit_ms`` by more than the spread.
+    ``measure`` is ``deploy.measure_deployed`` (tests pass a stub).
+    """
+    path = os.path.join(out_dir, 'topk.json')
+    try:
+        with open(path) as handle:
+            winners = json.load(handle)
+    except (OSError, ValueError) as err:
+        raise ProfilingError('cannot read the search results %s (%s); run nas-search first'
+                             % (path, err)) from err
+    setting = predictor.setting()
+    shape = (setting['batch_size'], 3, space.input_size, space.input_size)
+    archs = [Arch.parse(winner['arch'], space) for winner in winners]
+
+    def nets():
+        for arch in archs:
+            net = OneShotNet(arch)
+            net.initialize()  # latency does not depend on the weights' values
+            yield net, shape
+    measured = measure(nets(), setting['runtime'], setting['precision'], setting['threads'],
+                       runs=runs, warmup=warmup, chunks=chunks)
+    records = []
+    for winner, arch, measurement in zip(winners, archs, measured):
+        timing = measurement.timing
+        record = dict(setting, predicted_ms=predictor(arch), median_ms=timing.median_ms,
+                      min_ms=timing.min_ms, spread=timing.spread,
+                      probe_ms=measurement.probe.median_ms, limit_ms=limit_ms,
+                      over_limit=bool(limit_ms is not None
+                                      and timing.median_ms > limit_ms * (1 + timing.spread)))
+        record['error'] = (record['predicted_ms'] - timing.median_ms) / timing.median_ms
+        winner['latency'] = record
+        records.append(record)
+    write_json(path, winners, error=ProfilingError, indent=1)
+    return records
+
+
+def card_latency(record):
+    """What a registered winner's card carries: the measured latency and where it was taken."""
+    keys = ('runtime', 'runtime_version', 'precision', 'threads', 'batch_size', 'input_size',
+            'cpu', 'median_ms', 'min_ms', 'spread', 'predicted_ms')
+    return {key: record[key] for key in keys}
