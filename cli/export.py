@@ -4,38 +4,24 @@ import os
 
 import click
 
-from cli.common import BATCH, INPUT_SIZE, Command, handle_errors
+from cli.common import BATCH, INPUT_SIZE, Command, handle_errors, weights_options
 from nas.errors import ExportError
 
 _SIZE_MULTIPLE = 32  # five stride-2 stages (SPEC §1.1)
 
 
-def _load_net(model, params=None, pretrained=False, input_size=224, root=None):
-    """The network named by ``model`` with its weights, ready to trace at ``input_size``.
-
-    ``model`` is a zoo name, a user-zoo name, an architecture JSON or a gluoncv name
-    (``zoo.resolve_model``); ``pretrained`` loads the store's verified weights (zoo names only);
-    ``params`` loads a weights file after checking it against the architecture.
-    """
+def _load_net(model, weights=None, input_size=224, root=None):
+    """The network named by ``model`` with its ``weights`` (``zoo.load_model``), ready to trace
+    at ``input_size``."""
     import zoo
-    from nas.params_io import load_params_checked
     if input_size < _SIZE_MULTIPLE or input_size % _SIZE_MULTIPLE:
         raise ExportError('input size %d is not a multiple of %d; use e.g. 224'
                           % (input_size, _SIZE_MULTIPLE))
-    if pretrained and params:
-        raise ExportError('give either --pretrained or --params, not both')
     if model in zoo.list_models(root=root) and zoo.get_card(model, root).arch is None:
         raise ExportError('%s is the supernet, which has no fixed architecture; extract a subnet '
                           '(nas.subnet.extract_subnet) and export its architecture JSON with '
                           '--params' % model)
-    if pretrained:
-        zoo.get_card(model, root)  # an unknown name fails here with the known ones
-        net = zoo.get_model(model, pretrained=True, root=root, input_size=input_size)
-    else:
-        net, _ = zoo.resolve_model(model, input_size=input_size, root=root)
-    if params:
-        load_params_checked(net, params)
-    return net
+    return zoo.load_model(model, weights, root=root, input_size=input_size).net
 
 
 def _shape(shape):
@@ -48,9 +34,7 @@ def _shape(shape):
               help='Export MODEL as PREFIX-symbol.json + PREFIX-0000.params.')
 @click.option('-o', '--output', required=True,
               help='ONNX file (--onnx) or file prefix (--mxnet).')
-@click.option('--params', type=click.Path(dir_okay=False), default=None,
-              help='Weights file to load (checked against the architecture).')
-@click.option('--pretrained', is_flag=True, help="Load the model store's verified weights.")
+@weights_options
 @click.option('--input-size', default=224, show_default=True, type=INPUT_SIZE,
               help='Input height and width (a multiple of 32).')
 @click.option('--batch-size', default=None, type=BATCH,
@@ -68,7 +52,7 @@ def _shape(shape):
                    "onnxruntime's blocked layout (0: no padding).")
 @click.option('--root', default=None, help='Model store directory (default $MXNET_HOME/models).')
 @handle_errors
-def main(onnx_model, mxnet_model, output, params, pretrained, input_size, batch_size,
+def main(onnx_model, mxnet_model, output, weights, input_size, batch_size,
          dynamic_batch, opset, merge_bn, shuffle_form, channel_block, root):
     """Export a model for deployment (MODEL: zoo name, user-zoo name or architecture JSON)."""
     if bool(onnx_model) == bool(mxnet_model):
@@ -79,7 +63,7 @@ def main(onnx_model, mxnet_model, output, params, pretrained, input_size, batch_
     if onnx_model:
         from export.onnx import check_opset
         check_opset(opset)  # before the minutes of work below
-    net = _load_net(onnx_model or mxnet_model, params, pretrained, input_size, root)
+    net = _load_net(onnx_model or mxnet_model, weights, input_size, root)
     shape = (batch_size or 1, 3, input_size, input_size)
     if merge_bn:
         net = fold(net, shape)

@@ -3,7 +3,7 @@ import json
 
 import click
 
-from cli.common import BATCH, COUNT, INPUT_SIZE, Command, handle_errors
+from cli.common import BATCH, COUNT, INPUT_SIZE, Command, handle_errors, weights_options
 from nas.errors import QuantizationError
 from quantization.calib import MXNET_CALIB_MODES, ORT_CALIB_METHODS
 from quantization.mxnet_int8 import QUANTIZED_DTYPES
@@ -39,7 +39,7 @@ class _Progress:
                    "of preprocessed N x C x H x W images.")
 @click.option('-o', '--output', required=True,
               help='Output: a file prefix (mxnet) or an .onnx path (onnxruntime).')
-@click.option('--params', type=click.Path(dir_okay=False), help='Weights for MODEL.')
+@weights_options
 @click.option('--input-size', type=INPUT_SIZE, help='Image size (default: the model\'s).')
 @click.option('--num-calib', type=COUNT, default=320, show_default=True,
               help='Calibration images.')
@@ -73,7 +73,7 @@ class _Progress:
 @click.option('--json', 'as_json', is_flag=True, help='Print JSON.')
 @click.option('--quiet', is_flag=True, help='No progress bar.')
 @handle_errors
-def main(model, backend, calib_data, output, params, input_size, num_calib, calib_mode, calibrate,
+def main(model, backend, calib_data, output, weights, input_size, num_calib, calib_mode, calibrate,
          exclude, keep_first_last, per_channel, activation_type, weight_type, quant_format,
          quantized_dtype, batch_size, opset, eval_data, eval_images, root, as_json, quiet):
     """Quantize MODEL (zoo name, architecture JSON, or FP32 .onnx for onnxruntime) to INT8."""
@@ -89,7 +89,7 @@ def main(model, backend, calib_data, output, params, input_size, num_calib, cali
                        weight_type=weight_type, quant_format=quant_format)
     progress = _Progress(num_calib, not (quiet or as_json))
     try:
-        result = quantize_model(model, backend, calib_data, output, params=params,
+        result = quantize_model(model, backend, calib_data, output, weights=weights,
                                 input_size=input_size, num_calib=num_calib,
                                 calib_method=calib_method, exclude=exclude,
                                 keep_first_last=keep_first_last, eval_data=eval_data,
