@@ -21,6 +21,7 @@ from nas.errors import OutputError, WeightsError
 from zoo import load_model, registry, store
 from profiling.scores import micronet_score
 from profiling.timing import check_counts, cpu_model
+from profiling.zoo_page_html import RUNTIME_LABELS, write_page_files
 
 __all__ = ['GLUONCV_PEERS', 'RUNTIME_LABELS', 'PageResult', 'collect_models', 'read_results',
            'measure_latency', 'write_zoo_page', 'MARKER']
@@ -32,8 +33,6 @@ DEFAULT_RESULTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(_
 GLUONCV_PEERS = {'mobilenetv3_large': 75.32, 'mobilenetv2_1.0': 72.04, 'resnet18_v1': 70.93}
 GLUONCV_SOURCE = 'gluoncv model zoo (ImageNet val, 224), not measured here'
 BUILTIN_SOURCE = 'SPOS reference implementation (ImageNet val, 224), not measured here'
-RUNTIME_LABELS = {'mxnet': 'MXNet', 'mxnet_merged_bn': 'MXNet merged BN',
-                  'ort_fp32': 'ORT FP32', 'ort_int8': 'ORT INT8', 'mxnet_int8': 'MXNet INT8'}
 # what --measure times: page key -> (runtime, precision) of profiling.deploy
 MEASURED = {'ort_fp32': ('onnxruntime', 'fp32'), 'ort_int8': ('onnxruntime', 'int8')}
 BATCHES = (1, 32)
@@ -240,7 +239,6 @@ def write_zoo_page(out_dir, root=None, results=None, pattern=None, measure=False
     ``measure``: time the models here instead; ``block_plots``: ``{name: PNG}`` of per-block
     latency plots to show on the model cards. Returns a PageResult.
     """
-    from profiling.zoo_page_html import write_page_files
     check_output_dir(out_dir)
     warnings = []
     rows = collect_models(root, pattern)

@@ -9,7 +9,7 @@ import shutil
 from nas.atomic import write_json, write_text
 from profiling.zoo_page_plots import plot_flops_vs_latency, plot_top1_vs_latency
 
-__all__ = ['write_page_files', 'columns']
+__all__ = ['RUNTIME_LABELS', 'write_page_files', 'columns']
 
 _CSS = """
 body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;margin:24px;color:#222}
@@ -56,15 +56,14 @@ _SORT_JS = """
 })();
 """
 
-# runtime keys in the order the table shows them, with their labels
-_RUNTIME_ORDER = ('ort_fp32', 'ort_int8', 'mxnet', 'mxnet_merged_bn', 'mxnet_int8')
+# the runtimes of a benchmark result (bench/run_all.py) in the table's order, with their labels
+RUNTIME_LABELS = {'ort_fp32': 'ORT FP32', 'ort_int8': 'ORT INT8', 'mxnet': 'MXNet',
+                  'mxnet_merged_bn': 'MXNet merged BN', 'mxnet_int8': 'MXNet INT8'}
 
 
 def _runtimes(rows):
-    from profiling.zoo_page import RUNTIME_LABELS
     present = {runtime for row in rows for runtime in row['latency']}
-    return [(r, RUNTIME_LABELS.get(r, r)) for r in _RUNTIME_ORDER if r in present] + \
-        [(r, r) for r in sorted(present - set(_RUNTIME_ORDER))]
+    return [(r, label) for r, label in RUNTIME_LABELS.items() if r in present]
 
 
 def columns(rows):
