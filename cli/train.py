@@ -9,10 +9,11 @@ from cli.common import (AMOUNT, BATCH, COUNT, INPUT_SIZE, NON_NEGATIVE, OFF_OR_C
                         POSITIVE, SEED, Group, Real, handle_errors)
 from nas.data import open_dataset
 from nas.errors import TrainingError
-from nas.sampler import CostBox, MODES, SAMPLERS, make_sampler
+from nas.sampler import CostBox, MODES, SAMPLERS
 from nas.schedule import ChannelSchedule
 from nas.space import Arch, LAYOUTS, SearchSpace
-from nas.train import KVSTORES, TrainConfig, train_subnet, train_supernet
+from nas.train import (DTYPES, KVSTORES, subnet_recipe, supernet_recipe, train_subnet,
+                       train_supernet, training_sampler)
 
 __all__ = ['main']
 
@@ -59,20 +60,6 @@ def _datasets(data, input_size, seed):
     return train_set, val_set, input_size
 
 
-def _path_cost(space, box):
-    """(flops, params) of a path: the space's lookup table (SPEC §6.2, built once and cached).
-    Refuses at once a box below the cheapest path, before any training starts."""
-    from nas.lookup_table import LookupTable
-    table = LookupTable.load_or_build(space)
-    min_flops, min_params = table.min_cost()
-    for what, floor, limit in (('FLOPs', min_flops, box.max_flops),
-                               ('params', min_params, box.max_params)):
-        if limit is not None and limit < floor:
-            raise TrainingError('infeasible limits: the cheapest path of this search space has '
-                                '%d %s, above the limit %d' % (floor, what, limit))
-    return table.cost
-
-
 def _common(func):
     options = [
         click.option('--data', default='digits', show_default=True,
@@ -99,6 +86,9 @@ def _common(func):
                      help='Checkpoints to keep.'),
         click.option('--data-workers', type=click.IntRange(0, 256), default=0, show_default=True,
                      help='Data-loading worker processes.'),
+        click.option('--dtype', type=click.Choice(DTYPES), default='float32', show_default=True,
+                     help='Compute precision: bfloat16 on CPUs with oneDNN, float16 on GPUs '
+                          '(float32 master weights, BN statistics and loss).'),
         click.option('-o', '--output', 'run_dir', required=True, type=click.Path(),
                      help='Run directory (checkpoints, metrics, curve, weights).'),
         click.option('--resume', is_flag=True, help='Continue from the last checkpoint.'),
@@ -111,14 +101,14 @@ def _common(func):
 
 
 def _config(opts, recipe):
-    lr = opts['lr'] if opts['lr'] is not None else recipe['lr'](opts['batch_size'])
-    return TrainConfig(
-        epochs=opts['epochs'] or recipe['epochs'], batch_size=opts['batch_size'], lr=lr,
-        wd=recipe['wd'] if opts['wd'] is None else opts['wd'],
-        warmup_epochs=opts['warmup_epochs'], label_smoothing=opts['label_smoothing'],
-        seed=opts['seed'], checkpoint_every=opts['checkpoint_every'],
-        keep_checkpoints=opts['keep'], data_workers=opts['data_workers'],
-        **{k: opts[k] for k in ('val_paths', 'recal_images') if k in opts})
+    """The recipe (``subnet_recipe``/``supernet_recipe``) with the options given."""
+    given = {key: opts[key] for key in ('epochs', 'lr', 'wd') if opts[key] is not None}
+    return recipe(
+        opts['batch_size'], warmup_epochs=opts['warmup_epochs'],
+        label_smoothing=opts['label_smoothing'], seed=opts['seed'],
+        checkpoint_every=opts['checkpoint_every'], keep_checkpoints=opts['keep'],
+        data_workers=opts['data_workers'], dtype=opts['dtype'],
+        **{k: opts[k] for k in ('val_paths', 'recal_images') if k in opts}, **given)
 
 
 def _report(result, weights):
@@ -131,11 +121,6 @@ def _report(result, weights):
         click.echo('skipped %d unreadable image(s)' % result.skipped_images)
     if result.rank == 0:
         click.echo('weights: %s' % weights)
-
-
-# SPEC §3.2 (LR 1.3 at batch 1024, scaled linearly) and §3.3.
-_SUBNET_RECIPE = {'epochs': 360, 'wd': 3e-5, 'lr': lambda batch: 1.3 * batch / 1024}
-_SUPERNET_RECIPE = {'epochs': 120, 'wd': 4e-5, 'lr': lambda batch: 0.65}
 
 
 @main.command('subnet')
@@ -151,7 +136,7 @@ def subnet_command(arch, root, **opts):
     arch = _resolve_arch(arch, root).with_space(classes=len(train_set.classes),
                                                 input_size=input_size)
     result = train_subnet(arch, train_set, val_set, opts['run_dir'],
-                          _config(opts, _SUBNET_RECIPE),
+                          _config(opts, subnet_recipe),
                           ctx=_parse_contexts(opts['ctx'], opts['gpus']), kvstore=opts['kvstore'],
                           resume=opts['resume'], progress=opts['progress'])
     _report(result, '%s/model.params' % opts['run_dir'])
@@ -202,16 +187,13 @@ def supernet_command(mode, sampler_kind, max_flops, min_flops, max_params, min_p
     space = SearchSpace(use_se=use_se, last_conv_after_pooling=last_conv_after_pooling,
                         layout=layout, input_size=input_size, classes=len(train_set.classes))
     box = CostBox(min_flops, max_flops, min_params, max_params)
-    schedule = ChannelSchedule(layout, epoch_start_cs, cs_warmup, ignore_first_two)
-    sampler = make_sampler(sampler_kind, space,
-                           cost=_path_cost(space, box) if sampler_kind != 'uniform' else None,
-                           box=None if box.is_open and sampler_kind == 'strolling' else box,
-                           mode=mode, schedule=schedule,
-                           fixed_blocks=_digits(fixed_blocks, '--fixed-blocks'),
-                           fixed_channels=_digits(fixed_channels, '--fixed-channels'),
-                           seed=opts['seed'])
+    sampler = training_sampler(
+        sampler_kind, space, box, mode=mode,
+        schedule=ChannelSchedule(layout, epoch_start_cs, cs_warmup, ignore_first_two),
+        fixed_blocks=_digits(fixed_blocks, '--fixed-blocks'),
+        fixed_channels=_digits(fixed_channels, '--fixed-channels'), seed=opts['seed'])
     result = train_supernet(space, train_set, val_set, opts['run_dir'],
-                            _config(opts, _SUPERNET_RECIPE), sampler=sampler,
+                            _config(opts, supernet_recipe), sampler=sampler,
                             ctx=_parse_contexts(opts['ctx'], opts['gpus']),
                             kvstore=opts['kvstore'], resume=opts['resume'],
                             progress=opts['progress'])

@@ -25,13 +25,13 @@ from .distributed import KVSTORES
 from .errors import TrainingError
 from .metrics_log import plot_curves, read_metrics
 from .network import OneShotNet
-from .sampler import UniformSampler
+from .sampler import UniformSampler, make_sampler
 from .train_config import DTYPES, TrainConfig, TrainResult, subnet_recipe, supernet_recipe
 from .train_loop import Run
 
 __all__ = ['KVSTORES', 'DTYPES', 'TrainConfig', 'TrainResult', 'subnet_recipe',
-           'supernet_recipe', 'train', 'train_subnet', 'train_supernet', 'latest_checkpoint',
-           'read_metrics', 'plot_curves']
+           'supernet_recipe', 'train', 'train_subnet', 'train_supernet', 'training_sampler',
+           'latest_checkpoint', 'read_metrics', 'plot_curves']
 
 
 def train_subnet(arch, train_set, val_set, run_dir, config=None, ctx=None, kvstore='local',
@@ -76,6 +76,24 @@ def train(net, train_set, val_set, run_dir, config=None, sampler=None, ctx=None,
     if hybridize:
         net.hybridize(static_alloc=True, static_shape=True)
     return run.run(resume)
+
+
+def training_sampler(kind, space, box, **options):
+    """The supernet path sampler ``kind`` (``nas.sampler.make_sampler``) for the FLOPs/params
+    ``box``; the constrained and strolling samplers cost paths with the space's lookup table
+    (SPEC §6.2, built once and cached), and a box below the cheapest path is refused at once."""
+    cost = None
+    if kind != 'uniform':
+        from .lookup_table import LookupTable  # here: building a table traces the network
+        table = LookupTable.load_or_build(space)
+        for what, floor, limit in zip(('FLOPs', 'params'), table.min_cost(),
+                                      (box.max_flops, box.max_params)):
+            if limit is not None and limit < floor:
+                raise TrainingError('infeasible limits: the cheapest path of this search space '
+                                    'has %d %s, above the limit %d' % (floor, what, limit))
+        cost = table.cost
+    return make_sampler(kind, space, cost=cost,
+                        box=None if box.is_open and kind == 'strolling' else box, **options)
 
 
 def _check_classes(space, dataset):

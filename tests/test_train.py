@@ -97,6 +97,37 @@ def test_update_is_nag_without_decay_on_bn_and_bias_skipping_unused_paths(digits
     assert isinstance(run.trainer.optimizer, mx.optimizer.NAG)
 
 
+@pytest.mark.parametrize('entry', ['subnet', 'supernet', 'train'])
+def test_entry_points_called_with_defaults_train_with_the_spec_recipe(entry, digits, tmp_path,
+                                                                      monkeypatch):
+    """SPEC §3.2 for train_subnet, §3.3 for train_supernet and train, whoever calls them."""
+    import nas.train
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def capture(net, train_set, val_set, run_dir, config, *args):
+        seen.append(config)
+        raise Stop()
+    monkeypatch.setattr(nas.train, 'Run', capture)
+    with pytest.raises(Stop):
+        if entry == 'subnet':
+            train_subnet(TINY, digits[0], None, tmp_path)
+        elif entry == 'supernet':
+            train_supernet(PLAIN32, digits[0], None, tmp_path)
+        else:
+            train(OneShotNet(space=PLAIN32), digits[0], None, tmp_path, sampler=UniformSampler(
+                PLAIN32))
+    got = seen[0]
+    want = ((360, 1024, 1.3, 3e-5) if entry == 'subnet' else (120, 64, 0.65, 4e-5))
+    assert (got.epochs, got.batch_size, got.lr, got.wd) == want
+    assert (got.momentum, got.warmup_epochs, got.label_smoothing, got.dtype) == (
+        0.9, 5.0, 0.1, 'float32')
+    assert got == (subnet_recipe() if entry == 'subnet' else supernet_recipe())
+    assert subnet_recipe(256).lr == pytest.approx(1.3 / 4)  # linear scaling, SPEC §3.2
+
+
 def test_bn_momentum_is_gluon_default():
     blocks = []
     OneShotNet(TINY).apply(lambda b: blocks.append(b) if isinstance(b, gluon.nn.BatchNorm)
