@@ -5,6 +5,7 @@ from nas.plots import new_figure, save_figure
 __all__ = ['pareto_names', 'plot_top1_vs_latency', 'plot_flops_vs_latency']
 
 _COLORS = {'builtin': 'C0', 'user': 'C2', 'gluoncv': 'C1'}
+_LABEL_OFFSETS = ((5, 3), (5, -10))
 
 
 def pareto_names(points):
@@ -24,8 +25,12 @@ def _scatter(axis, rows, xs, ys):
         if picked:
             axis.scatter([x for _, x, _ in picked], [y for *_, y in picked], s=36,
                          color=_COLORS[source], label=source, zorder=3)
-    for row, x, y in zip(rows, xs, ys):
-        axis.annotate(row['name'], (x, y), textcoords='offset points', xytext=(4, 4), fontsize=8)
+    # neighbours in latency take turns labelling above and below
+    placed = sorted(zip(rows, xs, ys), key=lambda point: point[2])
+    for index, (row, x, y) in enumerate(placed):
+        dx, dy = _LABEL_OFFSETS[index % len(_LABEL_OFFSETS)]
+        axis.annotate(row['name'], (x, y), textcoords='offset points', xytext=(dx, dy),
+                      fontsize=8)
 
 
 def plot_top1_vs_latency(rows, runtime, label, path):
@@ -56,8 +61,8 @@ def plot_top1_vs_latency(rows, runtime, label, path):
 
 
 def plot_flops_vs_latency(rows, runtime, label, path):
-    """Batch-1 latency against MACs with the line of the median ms per GMAC: models above it
-    run slower than their FLOPs suggest, below it faster. False without two points."""
+    """Batch-1 latency against MACs (log-log) with the line of the median ms per GMAC: models
+    above it run slower than their FLOPs suggest, below it faster. False without two points."""
     rows = [row for row in rows if row['flops'] and
             row['latency'].get(runtime, {}).get('b1') is not None]
     if len(rows) < 2:
@@ -68,11 +73,16 @@ def plot_flops_vs_latency(rows, runtime, label, path):
     rate = rates[len(rates) // 2]
     fig, (axis,) = new_figure(width=6.0, height=4.2)
     _scatter(axis, rows, xs, ys)
-    top = max(xs) * 1.1
-    axis.plot([0, top], [0, rate * top], color='grey', linestyle=':',
+    low, high = min(xs) / 1.3, max(xs) * 1.3
+    axis.plot([low, high], [rate * low, rate * high], color='grey', linestyle=':',
               label='median %.1f ms per GMAC' % rate)
-    axis.set_xlim(0, top)
-    axis.set_ylim(0, max(max(ys), rate * top) * 1.1)
+    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
+    axis.set_xscale('log')
+    axis.set_yscale('log')  # decades apart, and the proportional line stays a straight one
+    for ticks in (axis.xaxis, axis.yaxis):
+        ticks.set_major_locator(LogLocator(subs=(1, 2, 5)))
+        ticks.set_major_formatter(ScalarFormatter())
+        ticks.set_minor_formatter(NullFormatter())
     axis.set_xlabel('GMACs per image')
     axis.set_ylabel('%s latency, batch 1 (ms)' % label)
     axis.set_title('FLOPs vs %s latency' % label, fontsize=10)
