@@ -3,7 +3,7 @@ import json
 
 import click
 
-from cli.common import Group, handle_errors
+from cli.common import COUNT, THREADS, Group, handle_errors
 from nas.space import Arch
 from zoo import registry, store
 
@@ -94,3 +94,40 @@ def purge_command(root):
     """Delete every stored weight file and the manifest."""
     store.purge(root)
     click.echo('purged %s' % (root or store.default_root()))
+
+
+@main.command('page')
+@click.argument('pattern', required=False)
+@click.option('-o', '--out', 'out_dir', required=True, type=click.Path(),
+              help='Folder of the page: new, empty or a previous page (replaced).')
+@click.option('--results', type=click.Path(exists=True, dir_okay=False), default=None,
+              help='Benchmark result to read [default: bench/results.json].')
+@click.option('--measure', is_flag=True,
+              help='Time the models here as deployed (onnxruntime FP32 and INT8, batch 1 and '
+                   '32) instead.')
+@click.option('--threads', type=THREADS, default=2, show_default=True,
+              help='--measure: CPU threads.')
+@click.option('--runs', type=COUNT, default=20, show_default=True,
+              help='--measure: timed runs per model and batch size.')
+@_root_option
+@handle_errors
+def page_command(pattern, out_dir, results, measure, threads, runs, root):
+    """Write a static HTML page of every model (or those matching PATTERN) with its figures."""
+    from tqdm import tqdm
+    from profiling.zoo_page import write_zoo_page
+    if measure and results:
+        raise click.UsageError('give either --measure or --results, not both')
+    bars = []
+
+    def start_bar(total):
+        bars.append(tqdm(total=total, desc='timing models', unit='run'))
+        return bars[0]
+    try:
+        page = write_zoo_page(out_dir, root=root, results=results, pattern=pattern,
+                              measure=measure, threads=threads, runs=runs, progress=start_bar)
+    finally:
+        for bar in bars:
+            bar.close()
+    for warning in page.warnings:
+        click.echo('warning: %s' % warning, err=True)
+    click.echo('wrote %s (%d models)' % (page.index, len(page.rows)))
