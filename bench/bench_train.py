@@ -4,7 +4,9 @@ Each case runs ``nas.train.train`` for one epoch of embedded digits (upscaled) i
 (so peak RSS is its own) and reports the median step of the timed steps, after warm-up steps.
 Cases: ``subnet`` (OneShot-S+, hybridized), ``supernet_path`` (the supernet trained on the
 OneShot-S+ path: same work, masked full-width layers), ``supernet_uniform`` (uniform joint
-sampling, the real supernet workload). Goal: supernet step <= 1.25 x subnet step.
+sampling, the real supernet workload), ``subnet_bfloat16`` (the subnet computing in bfloat16
+through MXNet AMP, ``nas.precision``). Goals: supernet step <= 1.25 x subnet step; the bfloat16
+figure is reported against float32 on this CPU (``bfloat16`` in the results).
 
     python bench/bench_train.py [--input-size 64] [--batch-size 32] [--steps 10]
 """
@@ -19,7 +21,7 @@ import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
-CASES = ('subnet', 'supernet_path', 'supernet_uniform')
+CASES = ('subnet', 'supernet_path', 'supernet_uniform', 'subnet_bfloat16')
 
 
 def run_case(case, input_size, batch_size, steps, warmup):
@@ -42,14 +44,16 @@ def run_case(case, input_size, batch_size, steps, warmup):
 
     data = open_dataset('digits', 'train', input_size, 0)
     data = data.subset(np.arange((warmup + steps) * batch_size) % len(data))
-    if case == 'subnet':
+    if case.startswith('subnet'):
         net, sampler = OneShotNet(arch), None
     else:
         net = OneShotNet(space=space)
         sampler = FixedPath(space) if case == 'supernet_path' else UniformSampler(space)
-    config = TrainConfig(epochs=1, batch_size=batch_size, lr=0.01, warmup_epochs=0)
+    config = TrainConfig(epochs=1, batch_size=batch_size, lr=0.01, warmup_epochs=0,
+                         dtype='bfloat16' if case.endswith('bfloat16') else 'float32')
     with tempfile.TemporaryDirectory() as run_dir:
-        train(net, data, None, run_dir, config, sampler=sampler, hybridize=case == 'subnet')
+        train(net, data, None, run_dir, config, sampler=sampler,
+              hybridize=case.startswith('subnet'))
         records = [r for r in read_metrics(os.path.join(run_dir, 'metrics.jsonl'))
                    if r['kind'] == 'step'][warmup:]
     step_s = float(np.median([batch_size / r['img_per_s'] for r in records]))
@@ -57,6 +61,17 @@ def run_case(case, input_size, batch_size, steps, warmup):
             'step_ms': 1e3 * step_s, 'img_per_s': batch_size / step_s,
             'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
             'timed_steps': len(records)}
+
+
+def _bf16_flags():
+    """The CPU's bfloat16-related flags (AVX-512 BF16, AMX), from /proc/cpuinfo."""
+    try:
+        with open('/proc/cpuinfo') as handle:
+            flags = next((line.split(':', 1)[1].split() for line in handle
+                          if line.startswith('flags')), [])
+    except OSError:
+        return []
+    return sorted(f for f in flags if 'bf16' in f or f.startswith('amx'))
 
 
 def main():
@@ -83,8 +98,11 @@ def main():
     subnet = rows[0]['step_ms']
     for row in rows:
         row['step_vs_subnet'] = row['step_ms'] / subnet
+    bf16 = next(row['step_ms'] for row in rows if row['case'] == 'subnet_bfloat16')
     result = {'input_size': args.input_size, 'batch_size': args.batch_size,
               'goal': 'supernet step <= 1.25 x subnet step', 'cases': rows,
+              'bfloat16': {'step_ms_float32': subnet, 'step_ms_bfloat16': bf16,
+                           'speedup': subnet / bf16, 'cpu_flags': _bf16_flags()},
               'cpu': platform.processor() or platform.machine(),
               'cpu_count': os.cpu_count(), 'omp_num_threads': os.environ.get('OMP_NUM_THREADS')}
     with open(args.output, 'w') as handle:
@@ -96,6 +114,8 @@ def main():
         print('%-18s %10.1f %10.1f %11.2fx %14.0f' % (row['case'], row['step_ms'],
                                                      row['img_per_s'], row['step_vs_subnet'],
                                                      row['peak_rss_mb']))
+    print('bfloat16 subnet step %.1f ms vs float32 %.1f ms: %.2fx (CPU flags %s)' % (
+        bf16, subnet, subnet / bf16, ' '.join(result['bfloat16']['cpu_flags']) or 'none'))
     print('wrote %s' % args.output)
 
 
