@@ -10,7 +10,7 @@ from nas.counting import count_model
 from quantization.report import read_record
 from zoo import load_model
 from nas.normalized import REFERENCE_MODELS, normalized_score
-from profiling.scores import micronet_score
+from profiling.scores import CONVENTIONS, micronet_score
 
 __all__ = ['main', 'SEED_FIGURES']
 
@@ -130,14 +130,22 @@ def normalized_command(model, weights, input_size, root, ref, as_json):
               help='Scenario 32, 16 or 8 for a float model (default 16, the MicroNet freebie); a '
                    'quantized ONNX file is scored at the widths in its graph.')
 @click.option('--count-shuffle', is_flag=True,
-              help='Count the channel shuffle as the reference did (sparse 1x1 conv).')
+              help='Charge each channel shuffle of C channels as a sparse 1x1 conv: C nonzero '
+                   'weights (scaled like conv weights) + a C*C 1-bit mask, each entry 1/32 of a '
+                   'param at every bit width (challenge rules), and 1 mult per output element.')
+@click.option('--convention', type=click.Choice(CONVENTIONS), default='challenge',
+              show_default=True,
+              help="'reference' counts as the reference's own MicroNet table did, to reproduce "
+                   'its 1.03 for OneShot-S+ at 32 bit: the shuffle counted, each mask entry 1/16 '
+                   'of a param (1 bit against a 16-bit base), a BN after a conv charged '
+                   'nothing, and int8 additions at 8 bit.')
 @click.option('--quant-record', type=click.Path(dir_okay=False), default=None,
               help='A *.quant.json written by nas-quantize (e.g. of an MXNet INT8 export): score '
                    'MODEL, the float model it was made from, at the bit widths it records.')
 @_json_option
 @handle_errors
-def micronet_command(model, weights, input_size, root, bits, count_shuffle, quant_record,
-                     as_json):
+def micronet_command(model, weights, input_size, root, bits, count_shuffle, convention,
+                     quant_record, as_json):
     """MicroNet challenge score of MODEL: params/6.9M + (mults + adds)/1170M (SPEC §6.4)."""
     net, shape = _load(model, weights, input_size, root)
     record = read_record(quant_record) if quant_record else None
@@ -147,14 +155,14 @@ def micronet_command(model, weights, input_size, root, bits, count_shuffle, quan
 
     def score(scenario):
         return micronet_score(net, shape, bits=scenario, count_shuffle=count_shuffle,
-                              quant_record=record)
+                              quant_record=record, convention=convention)
     report = score(bits)
     # a float model is shown in every scenario; a quantized graph has its own widths only
     scenarios = [report] if report.bits == 'graph' else [
         report if report.bits == b else score(b) for b in (32, 16, 8)]
     if as_json:
         data = _report_dict(report)
-        data.update(model=model, count_shuffle=count_shuffle,
+        data.update(model=model, count_shuffle=count_shuffle, convention=convention,
                     conventions=report.conventions.splitlines(),
                     scenarios={str(r.bits): _report_dict(r) for r in scenarios})
         click.echo(json.dumps(data, indent=2))

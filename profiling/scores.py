@@ -10,7 +10,7 @@ from typing import Tuple, Union
 from nas.counting import trace_model
 from nas.errors import ProfilingError
 
-__all__ = ['MICRONET_PARAMS', 'MICRONET_OPS', 'MicronetLayer', 'MicronetReport',
+__all__ = ['MICRONET_PARAMS', 'MICRONET_OPS', 'CONVENTIONS', 'MicronetLayer', 'MicronetReport',
            'micronet_score', 'with_record_bits']
 
 MICRONET_PARAMS = 6.9e6  # MobileNetV2-1.4 at 32 bit, the MicroNet reference (SPEC §6.4)
@@ -50,8 +50,17 @@ _CONVENTIONS = (
 _SHUFFLE_TEXT = {
     False: 'channel shuffle: free',
     True: 'channel shuffle: a 1x1 conv with a 0/1 permutation matrix, sparse: C nonzero weights '
-          '+ a C*C 1-bit mask, 1 mult per output element',
+          '+ a C*C 1-bit mask (each entry 1/32 of a param), 1 mult per output element',
 }
+# 'challenge': the MicroNet rules above. 'reference': how the reference's own MicroNet table
+# (1.03 for OneShot-S+ at 32 bit) was counted, to reproduce it and see where it differs.
+CONVENTIONS = ('challenge', 'reference')
+_REFERENCE_TEXT = (
+    "convention 'reference' (the reference's own table, not the challenge rules): the shuffle "
+    'counted as above but each mask entry charged 1/16 of a param (1 bit against a 16-bit '
+    'base); a BN after a conv charged nothing (no bias param, no add); at 8 bit the additions '
+    'x0.25 like the mults'
+)
 
 
 @dataclass(frozen=True)
@@ -82,7 +91,7 @@ class MicronetReport:
     layers: Tuple[MicronetLayer, ...]
 
 
-def _raw_counts(op, producer, consumers, count_shuffle):
+def _raw_counts(op, producer, consumers, count_shuffle, reference):
     """Raw counts of one op by class (SPEC §6.4 per-layer conventions)."""
     n = op.out_elems
     if op.kind in ('conv', 'fc'):
@@ -92,7 +101,9 @@ def _raw_counts(op, producer, consumers, count_shuffle):
     if op.kind == 'bn':
         if producer is not None and producer.kind in ('conv', 'fc') \
                 and consumers[producer.name] == 1:  # folded into the conv before it
-            return {} if producer.bias_params else dict(biases=op.bias_params, adds=n)
+            if reference or producer.bias_params:
+                return {}
+            return dict(biases=op.bias_params, adds=n)
         return dict(biases=op.weight_params + op.bias_params, mults=n, adds=n)
     if op.kind == 'pool':
         return dict(mults=n if op.pool_type == 'avg' else 0, adds=n * (op.window - 1))
@@ -134,14 +145,20 @@ def with_record_bits(ops, record):
 
 
 def micronet_score(net_or_onnx, input_shape=None, bits=None, count_shuffle=False,
-                   quant_record=None):
+                   quant_record=None, convention='challenge'):
     """MicroNet score (SPEC §6.4) of a HybridBlock or an ONNX model.
 
     ``bits`` 32, 16 or 8 picks a scenario; None scores a quantized or float16 graph at the widths
     it declares and an unquantized one at 16 bit (the MicroNet "freebie"). ``quant_record`` (a
     ``quantization.report.read_record`` dict, e.g. of an MXNet INT8 export, whose graph holds
     no bit widths) gives the convolutions of the float model the widths they were quantized to.
+    ``convention='reference'`` counts as the reference's own table did (``_REFERENCE_TEXT``;
+    it implies ``count_shuffle``).
     """
+    if convention not in CONVENTIONS:
+        raise ProfilingError('convention must be challenge or reference, got %r' % (convention,))
+    reference = convention == 'reference'
+    count_shuffle = count_shuffle or reference
     ops = trace_model(net_or_onnx, input_shape)
     if quant_record is not None:
         ops = with_record_bits(ops, quant_record)
@@ -155,6 +172,9 @@ def micronet_score(net_or_onnx, input_shape=None, bits=None, count_shuffle=False
     elif declares_bits:
         raise ProfilingError('the model declares its own bit widths (quantized or float16); '
                              'leave bits unset to score it from the graph')
+    if reference and bits == 'graph':
+        raise ProfilingError("the 'reference' convention scores float models at 32, 16 or 8 bit, "
+                             'not a graph with its own bit widths')
     by_name = {op.name: op for op in ops}
     consumers = {}
     for op in ops:
@@ -163,17 +183,19 @@ def micronet_score(net_or_onnx, input_shape=None, bits=None, count_shuffle=False
     layers = []
     for op in ops:
         raw = _raw_counts(op, by_name.get(op.inputs[0]) if op.inputs else None, consumers,
-                          count_shuffle)
+                          count_shuffle, reference)
         if not any(raw.values()):
             continue
         scale = _graph_scales(op) if bits == 'graph' else _SCENARIOS[bits]
         scale = dict(scale, adds=1.0, mask=1.0)
+        if reference:  # a mask bit against a 16-bit base; int8 additions at 8 bit
+            scale.update(mask=2.0, adds=0.25 if bits == 8 else 1.0)
         get = raw.get
         layers.append(MicronetLayer(
             op.name, op.op_type,
             params=sum(get(k, 0) * scale[k] for k in ('weights', 'biases', 'mask')),
             mults=sum(get(k, 0) * scale[k] for k in ('dot_mults', 'mults')),
-            adds=get('adds', 0),
+            adds=get('adds', 0) * scale['adds'],
             raw_params=get('weights', 0) + get('biases', 0) + get('mask', 0),
             raw_mults=get('dot_mults', 0) + get('mults', 0), raw_adds=get('adds', 0)))
     params = sum(layer.params for layer in layers)
@@ -181,7 +203,8 @@ def micronet_score(net_or_onnx, input_shape=None, bits=None, count_shuffle=False
     adds = sum(layer.adds for layer in layers)
     scenario = _SCENARIO_TEXT[bits] + (' (unquantized model: the 16-bit freebie)'
                                        if freebie else '')
-    conventions = '\n'.join(_CONVENTIONS + (_SHUFFLE_TEXT[bool(count_shuffle)], scenario))
+    conventions = '\n'.join(_CONVENTIONS + (_SHUFFLE_TEXT[bool(count_shuffle)], scenario)
+                            + ((_REFERENCE_TEXT,) if reference else ()))
     return MicronetReport(
         score=params / MICRONET_PARAMS + (mults + adds) / MICRONET_OPS,
         params=params, mults=mults, adds=adds,

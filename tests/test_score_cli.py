@@ -173,6 +173,12 @@ def test_micronet_count_shuffle_flag_reaches_the_library(tiny_arch, tmp_path):
     expected = micronet_score(OneShotNet(tiny_arch), (3, 32, 32), bits=32, count_shuffle=True)
     assert counted['params'] == expected.params > free['params']
     assert counted['count_shuffle'] and any('sparse' in c for c in counted['conventions'])
+    assert any('each entry 1/32 of a param' in c for c in counted['conventions'])
+    reference = _json('micronet', arch_path, '--bits', 32, '--convention', 'reference')
+    expected = micronet_score(OneShotNet(tiny_arch), (3, 32, 32), bits=32, convention='reference')
+    assert (reference['params'], reference['adds']) == (expected.params, expected.adds)
+    assert reference['convention'] == 'reference' and reference['params'] != counted['params']
+    assert any('1/16 of a param' in c for c in reference['conventions'])
 
 
 @pytest.mark.integration
