@@ -417,6 +417,19 @@ def test_cli_constrained_supernet_trains_only_paths_under_the_limit(tmp_path, mo
     assert len(archs) == 3 and all(table.cost(a)[0] <= limit for a in archs)  # 30 images
 
 
+def test_training_sampler_refuses_a_box_below_the_cheapest_path(tmp_path, monkeypatch):
+    from nas.lookup_table import LookupTable
+    from nas.train import training_sampler
+    monkeypatch.setenv('MXNET_HOME', str(tmp_path / 'mxnet_home'))  # the table cache
+    cheapest = LookupTable.load_or_build(PLAIN32).min_cost()
+    for box, what in ((CostBox(max_flops=cheapest[0] - 1), 'FLOPs'),
+                      (CostBox(max_params=cheapest[1] - 1), 'params')):
+        with pytest.raises(TrainingError, match='infeasible limits: .* %s' % what):
+            training_sampler('constrained', PLAIN32, box)
+    assert training_sampler('constrained', PLAIN32, CostBox(max_flops=cheapest[0])).kind == (
+        'constrained')  # the cheapest path itself fits
+
+
 def _one_line_error(result):
     assert result.exit_code == 2, result.output
     lines = result.stderr.strip().splitlines()
