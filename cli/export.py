@@ -50,10 +50,13 @@ def _shape(shape):
 @click.option('--channel-block', default=16, show_default=True, type=click.IntRange(0, 256),
               help='Pad channel counts to multiples of this with zero-weight channels, for '
                    "onnxruntime's blocked layout (0: no padding).")
+@click.option('--optimize/--no-optimize', default=True, show_default=True,
+              help='--mxnet: write the deployment graph (channel shuffle in the weights, oneDNN '
+                   'fusion); --no-optimize writes the graph as traced.')
 @click.option('--root', default=None, help='Model store directory (default $MXNET_HOME/models).')
 @handle_errors
 def main(onnx_model, mxnet_model, output, weights, input_size, batch_size,
-         dynamic_batch, opset, merge_bn, shuffle_form, channel_block, root):
+         dynamic_batch, opset, merge_bn, shuffle_form, channel_block, optimize, root):
     """Export a model for deployment (MODEL: zoo name, user-zoo name or architecture JSON)."""
     if bool(onnx_model) == bool(mxnet_model):
         raise click.UsageError('give exactly one of --onnx MODEL and --mxnet MODEL')
@@ -79,7 +82,14 @@ def main(onnx_model, mxnet_model, output, weights, input_size, batch_size,
                 click.echo('%-6s %s %s' % (kind, name, _shape(dims)))
         return
     from export.mxnet_symbol import export_mxnet, trace
-    paths = export_mxnet(net, output, shape)
+    if optimize:
+        from export.deploy import export_deploy
+        paths, report = export_deploy(net, output, shape)
+        click.echo('deployment graph: %d operators as traced, %d written (%d fused convolutions)'
+                   % (sum(report.ops_before.values()), sum(report.ops_after.values()),
+                      report.fused_convs))
+    else:
+        paths = export_mxnet(net, output, shape)
     sym, _ = trace(net, shape)
     _, out_shapes, _ = sym.infer_shape(data=shape)
     for path in paths:

@@ -27,8 +27,8 @@ from .onnx_passes import (collapse_reshapes, convert_opset, drop_initializer_inp
                           remove_identity, remove_unused)
 from .shuffle import shuffle_passes
 
-__all__ = ['SUPPORTED_OPSETS', 'ExportReport', 'export_onnx', 'check_opset', 'graph_passes',
-           'fold_constants']
+__all__ = ['SUPPORTED_OPSETS', 'ExportReport', 'export_onnx', 'onnx_model', 'check_opset',
+           'graph_passes', 'fold_constants']
 
 _log = logging.getLogger(__name__)
 
@@ -62,10 +62,7 @@ def export_onnx(net, path, input_shape, opset=13, dynamic_batch=False, ctx=mx.cp
     passes = graph_passes(opset, dynamic_batch, shuffle, channel_block)  # checks the options
     # first, so that an unwritable path fails fast
     with atomic_paths(path, error=ExportError) as (temp,):
-        sym, params = trace(net, input_shape, ctx)
-        model = _convert(sym, params, input_shape)
-        for graph_pass in passes:
-            model = graph_pass(model)
+        model = onnx_model(net, input_shape, passes, ctx)
         checks = _check(model)
         data = model.SerializeToString()
         with open(temp, 'wb') as handle:
@@ -77,6 +74,16 @@ def export_onnx(net, path, input_shape, opset=13, dynamic_batch=False, ctx=mx.cp
                         inputs={v.name: shape_of(v) for v in graph.input},
                         outputs={v.name: shape_of(v) for v in graph.output},
                         node_count=len(graph.node), op_counts=op_counts, checks=checks)
+
+
+def onnx_model(net, input_shape, passes, ctx=mx.cpu()):
+    """The ModelProto of ``net`` after ``passes`` (``graph_passes``), unchecked and unwritten:
+    the MXNet deployment graph (``export.deploy``) starts from it too."""
+    sym, params = trace(net, input_shape, ctx)
+    model = _convert(sym, params, input_shape)
+    for graph_pass in passes:
+        model = graph_pass(model)
+    return model
 
 
 def check_opset(opset):

@@ -1,6 +1,7 @@
 """INT8 post-training quantization with MXNet's MKL-DNN backend (SPEC §7).
 
-The network is BN-merged first, then ``mxnet.contrib.quantization.quantize_net_v2`` fuses
+The network's MXNet deployment graph (``export.deploy``: BN merged, the channel shuffle absorbed
+into the convolution weights) is quantized: ``mxnet.contrib.quantization.quantize_net_v2`` fuses
 conv(+bias)(+relu)(+add) into ``_sg_mkldnn_conv`` nodes, quantizes them and calibrates the
 thresholds on real images. By default the first conv and the classifier stay FP32:
 
@@ -27,8 +28,8 @@ import mxnet as mx
 import numpy as np
 from mxnet.contrib.quantization import quantize_net_v2
 
-from export.merge_bn import merge_bn
-from export.mxnet_symbol import INPUT_NAME, symbol_block, trace
+from export.deploy import deployment_graph
+from export.mxnet_symbol import INPUT_NAME, symbol_block
 from nas.atomic import atomic_paths
 from nas.errors import QuantizationError, error_reason
 from .calib import MXNET_CALIB_MODES, ProgressIter, check_choice, read_batches
@@ -102,21 +103,11 @@ def conv_groups(fused_sym):
 
 
 def prepare_mxnet(net, input_shape, ctx=mx.cpu()):
-    """``(block, symbol)``: the FP32 network as it is quantized (BN merged, relus fusable)."""
-    sym, params = trace(merge_bn(net, input_shape, ctx), input_shape, ctx)
-    sym = _fusable_relu(sym)
+    """``(block, symbol)``: the FP32 network as it is quantized, the MXNet deployment graph
+    before oneDNN's FP32 partitioning (BN merged, shuffle as slices, relus in the fusable
+    ``Activation`` form; ``export.deploy``), so the INT8 graph is as lean as the FP32 one."""
+    sym, params, _ = deployment_graph(net, input_shape, ctx, fuse=False)
     return symbol_block(sym, params, ctx), sym
-
-
-def _fusable_relu(sym):
-    """``relu`` -> ``Activation(act_type='relu')``: the same function, but only the latter is
-    fused into the preceding int8 conv by MKL-DNN (SE's reduce conv uses ``relu``); otherwise each
-    one costs a dequantize and a quantize."""
-    graph = json.loads(sym.tojson())
-    for node in graph['nodes']:
-        if node['op'] == 'relu':
-            node['op'], node['attrs'] = 'Activation', {'act_type': 'relu'}
-    return mx.sym.load_json(json.dumps(graph))
 
 
 def _ops(sym):
