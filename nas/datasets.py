@@ -135,6 +135,7 @@ class DigitsDataset(_ImageDataset):
 
 class ImageFolderDataset(_ImageDataset):
     """Images under ``root/<class>/`` (any depth); class ids follow sorted folder names."""
+
     # Kept instead of gluon.data.vision.ImageFolderDataset, which lists only files directly in a
     # class folder, by extension, and finds unreadable files only when decoding them.
 
@@ -171,6 +172,9 @@ class ImageFolderDataset(_ImageDataset):
 
 class RecordDataset(_ImageDataset):
     """An im2rec RecordIO file, read through the ``.idx`` next to it; classes '0'..'max label'."""
+
+    # Kept instead of gluon.data.vision.ImageRecordDataset, which cannot tell a damaged record
+    # before decoding it (here: header checks at open, so skipped records are counted up front).
 
     def __init__(self, rec_path):
         rec_path = _existing_path(rec_path)

@@ -16,7 +16,8 @@ from .transforms import augment_image, augment_profile, eval_transform
 __all__ = ['Loader', 'make_loader', 'to_ndarray_iter', 'calibration_batches']
 
 class _EpochSampler(Sampler):
-    """Yields ``(epoch, index)`` keys: the epoch travels with each key; workers share no state."""
+    """Yields ``(epoch, index)`` keys: the epoch travels with each key; workers share no state.
+    (gluon's RandomSampler shuffles with the global NumPy generator: not a function of (s, e).)"""
 
     def __init__(self, length, shuffle, seed):
         self._length, self._shuffle, self._seed = length, shuffle, seed

@@ -2,7 +2,8 @@
 
 ``bfloat16`` (CPU, oneDNN) and ``float16`` (GPU) run through MXNet's AMP: convolutions and fully
 connected layers compute in the low precision while every parameter, gradient and optimizer
-state stays float32 (the master weights), BN keeps float32 statistics and the loss is float32.
+state stays float32 (the master weights, so NAG needs no ``multi_precision`` copy), BN keeps
+float32 statistics and the loss is float32.
 float16 adds dynamic loss scaling (AMP's scaler: steps whose gradients overflow are skipped).
 
 MXNet's AMP rewrites the operator functions of the whole process and cannot be switched off or

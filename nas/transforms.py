@@ -1,4 +1,9 @@
-"""Image transforms: HWC uint8 RGB in, CHW float32 normalised out (SPEC §3.1)."""
+"""Image transforms: HWC uint8 RGB in, CHW float32 normalised out (SPEC §3.1).
+
+Written here rather than taken from ``gluon.data.vision.transforms``, whose random transforms
+draw from global generators: ours take the sample's own ``rng`` (``nas.loaders``), which is what
+makes a resumed run repeat the uninterrupted one.
+"""
 import math
 from dataclasses import dataclass
 
