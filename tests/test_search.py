@@ -209,3 +209,22 @@ def test_balanced_fitness_trades_accuracy_for_cost(tmp_path):
     assert bal_best.fitness == max(c['fitness'] for c in bal_hist)
     assert bal_best.top1 < acc_best.top1 and bal_best.costs['combined'] < \
         acc_best.costs['combined']
+
+
+def test_pareto_plot_marks_the_constraint_boundaries(tmp_path, monkeypatch):
+    from matplotlib.axes import Axes
+    from nas.plots import plot_pareto
+    from nas.search import Candidate
+    rule = Constraints(max_flops=400e6, reference='SinglePathOneShot', max_flop_ratio=1.1)
+    config = SearchConfig(strategy='random', random_iters=30, seed=5)
+    run_search(SPACE, config, rule, _real_cost, accuracy, str(tmp_path))
+    history = [Candidate(**c) for c in json.load(open(tmp_path / 'candidates.json'))]
+    lines = []
+    monkeypatch.setattr(Axes, 'axvline', lambda ax, x, **kw: lines.append((x, kw['label'])))
+    plot_pareto(history, str(tmp_path / 'pareto.png'), cost_keys=('flops', 'combined'),
+                boundaries=rule.checks())
+    # the FLOPs panel (in M) holds both FLOPs limits, the combined panel its own
+    assert lines == [
+        (400.0, 'limit: flops'), (pytest.approx(1.1 * 328), 'limit: flop_ratio'),
+        (1.0, 'limit: combined')]
+    assert (tmp_path / 'pareto.png').stat().st_size > 1000
