@@ -3,6 +3,8 @@ import os
 
 import mxnet as mx
 import numpy as np
+import onnx
+import onnxruntime as ort
 import pytest
 from click.testing import CliRunner
 
@@ -10,9 +12,6 @@ from conftest import digits_images, image_statistics
 from cli.export import main
 from nas.atomic import save_params
 from nas.space import Arch
-
-onnx = pytest.importorskip('onnx')
-ort = pytest.importorskip('onnxruntime')
 
 SIZE = 32
 NAME = 'oneshot_s_plus'

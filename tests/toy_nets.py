@@ -1,27 +1,13 @@
-"""Small HybridBlocks that use exactly the MXNet ops of our network, for the export tests."""
+"""A small HybridBlock built from the network's own blocks (hard-swish, the channel shuffle and
+split of nas.blocks), so that the export tests follow any change to them."""
 import mxnet as mx
 from mxnet.gluon import nn
+
+from nas.blocks import ChannelShuffleSplit, HardSwish as HSwish
 
 TOY_SHAPE = (1, 3, 32, 32)
 TOY_HSWISH_SITES = 3  # stem, unit, tail
 TOY_HSIGMOID_SITES = 1  # SE gate
-
-
-class HSwish(nn.HybridBlock):
-    def hybrid_forward(self, F, x):
-        return x * F.hard_sigmoid(x, alpha=1.0 / 6, beta=0.5)
-
-
-class Shuffle(nn.HybridBlock):
-    """Reference channel shuffle (SPEC §1.4): (2, C/2) -> (C/2, 2), flattened back."""
-
-    def __init__(self, channels, **kwargs):
-        super().__init__(**kwargs)
-        self.channels = channels
-
-    def hybrid_forward(self, F, x):
-        y = F.reshape(x, shape=(0, 2, self.channels // 2, -1))
-        return F.reshape_like(F.swapaxes(y, 1, 2), x)
 
 
 class ToyNet(nn.HybridBlock):
@@ -33,7 +19,7 @@ class ToyNet(nn.HybridBlock):
             self.stem = nn.HybridSequential()
             self.stem.add(nn.Conv2D(16, 3, 2, 1, use_bias=False), nn.BatchNorm(epsilon=1e-5),
                           HSwish())
-            self.shuffle = Shuffle(16)
+            self.shuffle = ChannelShuffleSplit(16)  # SPEC §1.4 reference order
             self.main = nn.HybridSequential()
             self.main.add(nn.Conv2D(8, 1, use_bias=False), nn.BatchNorm(), nn.Activation('relu'),
                           nn.Conv2D(8, 3, 1, 1, groups=8, use_bias=True), nn.BatchNorm(),
@@ -47,9 +33,8 @@ class ToyNet(nn.HybridBlock):
             self.output = nn.Conv2D(classes, 1)
 
     def hybrid_forward(self, F, x):
-        x = self.shuffle(self.stem(x))
-        keep = F.slice_axis(x, axis=1, begin=0, end=8)
-        y = self.main(F.slice_axis(x, axis=1, begin=8, end=16))
+        keep, y = self.shuffle(self.stem(x))
+        y = self.main(y)
         gate = F.Pooling(y, kernel=(1, 1), global_pool=True, pool_type='avg')
         gate = F.hard_sigmoid(self.se_expand(F.relu(self.se_reduce(gate))), alpha=1.0 / 6, beta=0.5)
         x = F.concat(keep, F.broadcast_mul(y, gate), dim=1)

@@ -2,8 +2,9 @@
 
 Files live under ``root`` (default ``$MXNET_HOME/models``, i.e. ``~/.mxnet/models``) as
 ``{name}-{sha1[:8]}.params``; ``manifest.json`` beside them records the full sha1 of each stored
-file. Published ImageNet weights cannot be downloaded here, so the only way in is ``import_weights``
-(``zoo.import_weights``, ``nas-zoo import``), which checks every tensor's shape against the architecture first.
+file. Published ImageNet weights cannot be downloaded here, so the only way in is
+``import_weights`` (``zoo.import_weights``, ``nas-zoo import``), which checks every tensor's
+shape against the architecture first.
 Updates of the manifest hold a lock on ``{root}/.lock``, so concurrent imports lose none; a
 damaged manifest is rebuilt from the stored files themselves, whose names carry their sha1.
 """
@@ -99,7 +100,7 @@ def has_weights(name, root=None):
 
 
 def get_model_file(name, root=None):
-    """Path of the verified weight file of ``name``; raises ``WeightsError`` if absent or corrupt."""
+    """Path of the verified weight file of ``name``; ``WeightsError`` if absent or corrupt."""
     root = os.path.expanduser(root or default_root())
     sha1 = _read_manifest(root).get(name)
     if sha1 is None:
