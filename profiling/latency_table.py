@@ -171,6 +171,7 @@ def _new_table(space, runtime, precision, threads, batch_size, runs, warmup, chu
                    'batch_size': batch_size, 'input_size': space.input_size, 'cpu': cpu_model(),
                    'space_key': space.key(), 'space': dataclasses.asdict(space), 'runs': runs,
                    'warmup': warmup, 'chunks': chunks, 'window_s': WINDOW_S,
+                   'ort_spinning': False,
                    'flush_bytes': _flush_bytes(space), 'call_overhead_ms': None,
                    'call_overhead_units': None, 'build_seconds': 0.0,
                    'probe': {'median_ms': None, 'spread': None, 'samples_ms': []}},

@@ -12,8 +12,12 @@ A *sample* is the mean of as many consecutive runs as fill a window of about ``W
 run for a whole network, dozens for a small block or the probe). Other processes take the CPU in
 scheduler slices of a few milliseconds: a 0.3 ms run usually slips between them while a 6 ms
 network does not, so only samples of equal length see the same share of a busy machine.
-onnxruntime keeps its default intra-op spinning (what a deployment sees); a short pause before
-every chunk lets the previous session's threads go to sleep before the next one starts.
+onnxruntime sessions run with intra-op spinning off: each session has its own pool, and pool
+threads spinning after one session's run steal the cores from the next (issue #14 measured
+0.71x vs 1.78x for the same graph), the more so on a busy machine where a spinning thread burns
+whole scheduler slices. Off, idle threads sleep at once and no measurement depends on its
+neighbours; deployments on shared machines should switch it off too (it also made whole
+networks faster there). MXNet runners share one OpenMP pool per worker.
 """
 import json
 import os
@@ -33,7 +37,7 @@ __all__ = ['RUNTIMES', 'Timing', 'Measurement', 'summarize', 'check_runtime', 'c
            'ort_session', 'measure_models', 'run_mxnet_jobs', 'PAUSE_S', 'WINDOW_S']
 
 RUNTIMES = ('mxnet', 'onnxruntime')
-PAUSE_S = 0.005  # before every chunk: the previous runner's threads stop spinning
+PAUSE_S = 0.005  # before every chunk: the previous runner's threads go to sleep
 WINDOW_S = 0.005  # length of one timed sample
 _FLOAT_BYTES = 4
 
@@ -165,10 +169,13 @@ def time_runs(run, runs, warmup, before=None, progress=None):
     return seconds
 
 
-def ort_session(model, threads, profile_prefix=None):
-    """An onnxruntime CPU session with ``threads`` intra-op threads, sequential execution."""
+def ort_session(model, threads, profile_prefix=None, spinning=True):
+    """An onnxruntime CPU session with ``threads`` intra-op threads, sequential execution;
+    ``spinning=False``: idle pool threads sleep at once instead of spinning for more work."""
     ort = _import_ort()
     options = ort.SessionOptions()
+    if not spinning:
+        options.add_session_config_entry('session.intra_op.allow_spinning', '0')
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL

@@ -15,9 +15,11 @@ from nas.errors import ProfilingError
 from nas.network import OneShotNet
 from nas.space import Arch
 from .deploy import measure_deployed, measure_probe
-from .latency_table import load_latency_table, predict_floor, predict_latency
+from .latency_table import (load_latency_table, measure_latency_table, predict_floor,
+                            predict_latency)
 
-__all__ = ['LatencyPredictor', 'latency_predictor', 'verify_winners', 'card_latency']
+__all__ = ['LatencyPredictor', 'latency_predictor', 'verify_winners', 'card_latency',
+           'predict_and_measure']
 
 
 class LatencyPredictor:
@@ -98,3 +100,22 @@ def card_latency(record):
     keys = ('runtime', 'runtime_version', 'precision', 'threads', 'batch_size', 'input_size',
             'cpu', 'median_ms', 'min_ms', 'spread', 'predicted_ms')
     return {key: record[key] for key in keys}
+
+
+def predict_and_measure(arch, runtime='onnxruntime', precision='fp32', threads=2, runs=20):
+    """Predicted vs measured latency of one subnet: a table of just its 22 entries, then the
+    subnet written as deployed and measured whole; the prediction is rescaled by the probe
+    timed between the subnet's chunks. Returns a dict of both and the relative error."""
+    settings = dict(runtime=runtime, precision=precision, threads=threads, runs=runs)
+    table = measure_latency_table(arch.space, entries=[
+        (p, b, c) for p, (b, c) in enumerate(zip(arch.blocks, arch.channels))], calibration=0,
+        **settings)
+    net = OneShotNet(arch)
+    net.initialize()
+    size = arch.space.input_size
+    [measured] = measure_deployed([(net, (1, 3, size, size))], **settings)
+    predicted = predict_latency(table, arch, measured.probe.median_ms)
+    timing = measured.timing
+    return {'predicted_ms': predicted, 'median_ms': timing.median_ms, 'min_ms': timing.min_ms,
+            'spread': timing.spread, 'error': (predicted - timing.median_ms) / timing.median_ms,
+            'runtime': runtime, 'precision': precision, 'threads': threads}
