@@ -17,7 +17,7 @@ from mxnet.base import MXNetError
 from .errors import OutputError, error_reason
 
 __all__ = ['temp_beside', 'atomic_paths', 'file_lock', 'write_text', 'write_json',
-           'write_csv', 'save_params']
+           'write_csv', 'save_params', 'read_json']
 
 
 @contextlib.contextmanager
@@ -107,6 +107,20 @@ def file_lock(path, error=OutputError):
         yield
     finally:
         os.close(handle)  # releases the lock
+
+
+def read_json(path, error, what, advice=''):
+    """The data of the JSON file ``path``. A file that cannot be read or is not JSON becomes one
+    ``error`` naming the file and saying it should be ``what`` (e.g. 'latency table'), then
+    ``advice`` (what to do)."""
+    try:
+        with open(path) as handle:
+            return json.load(handle)
+    except OSError as err:
+        message, cause = 'cannot read %s %s: %s' % (what, path, err.strerror or err), err
+    except ValueError as err:  # invalid JSON or text that is not UTF-8
+        message, cause = '%s is not a valid %s (%s)' % (path, what, err), err
+    raise error(message + ('; ' + advice if advice else '')) from cause
 
 
 def write_text(path, text, error=OutputError):

@@ -6,7 +6,6 @@ files under ``{root}/zoo`` so they travel with the weight store.
 """
 import difflib
 import fnmatch
-import json
 import logging
 import os
 import re
@@ -15,7 +14,7 @@ from typing import Optional
 
 import mxnet as mx
 
-from nas.atomic import file_lock, write_json
+from nas.atomic import file_lock, read_json, write_json
 from nas.errors import ArchError, UnknownModelError, WeightsError
 from nas.network import OneShotNet
 from nas.params_io import load_params_checked
@@ -98,7 +97,7 @@ def _user_cards(root):
         path = os.path.join(directory, entry)
         try:
             card = _read_card(path)
-        except (OSError, ValueError, TypeError) as err:
+        except (ArchError, TypeError) as err:  # TypeError: e.g. a number where a list belongs
             if path not in _reported:
                 _reported.add(path)
                 log.warning('skipping the damaged user-zoo card %s (%s); fix or delete it',
@@ -109,10 +108,9 @@ def _user_cards(root):
 
 
 def _read_card(path):
-    with open(path) as handle:
-        data = json.load(handle)
+    data = read_json(path, ArchError, 'user-zoo card')
     if not isinstance(data, dict) or not isinstance(data.get('name'), str):
-        raise ValueError('not a model card: no name')
+        raise ArchError('not a model card: no name')
     arch = Arch.from_dict(data)
     extra = {k: v for k, v in data.items() if k not in arch.to_dict() and k not in _CARD_KEYS}
     return ModelCard(data['name'], data.get('description', ''), arch, source='user', extra=extra)

@@ -9,12 +9,11 @@ Updates of the manifest hold a lock on ``{root}/.lock``, so concurrent imports l
 damaged manifest is rebuilt from the stored files themselves, whose names carry their sha1.
 """
 import hashlib
-import json
 import logging
 import os
 import re
 
-from nas.atomic import atomic_paths, file_lock, temp_beside, write_json
+from nas.atomic import atomic_paths, file_lock, read_json, temp_beside, write_json
 from nas.errors import WeightsError
 from nas.params_io import load_params_checked
 
@@ -47,13 +46,12 @@ def _read_manifest(root):
     if not os.path.exists(path):
         return {}
     try:
-        with open(path) as handle:
-            data = json.load(handle)
+        data = read_json(path, WeightsError, 'model store manifest')
         if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
-            raise ValueError('not a table of names and sha1s')
-    except ValueError as err:
-        log.warning('model store manifest %s is damaged (%s); using one rebuilt from the stored '
-                    'weight files (nas-zoo repair writes it)', path, err)
+            raise WeightsError('%s is not a table of names and sha1s' % path)
+    except WeightsError as err:
+        log.warning('%s; using a manifest rebuilt from the stored weight files (nas-zoo repair '
+                    'writes it)', err)
         return _rebuilt_manifest(root)[0]
     return data
 
