@@ -435,6 +435,33 @@ def test_search_refuses_a_latency_limit_it_cannot_meet(run_dir, arch, tmp_path, 
     assert not out.exists()
 
 
+@pytest.mark.slow
+def test_search_with_a_table_verifies_its_winners_and_registers_the_measured_latency(
+        run_dir, arch, tmp_path):
+    """End to end at 32 px: the winners are exported and measured after the search; the card
+    of the registered winner carries the measured latency and where it was measured."""
+    from cli.search import main as search_cli
+    from zoo.registry import model_info
+    table = _write(tmp_path / 'lat.json', _synthetic_table(arch.space))
+    out, root = tmp_path / 'out', str(tmp_path / 'zoo')
+    result = CliRunner().invoke(search_cli, [
+        run_dir, '-o', str(out), '--strategy', 'random', '--iterations', '2', '--top-k', '2',
+        '--recalib-batches', '1', '--val-batches', '1', '--batch-size', '16',
+        '--max-latency-ms', '1000', '--latency-table', table, '--register', 'fast_one',
+        '--root', root])
+    assert result.exit_code == 0, result.output + result.stderr
+    winners = json.load(open(out / 'topk.json'))
+    assert len(winners) == 2 and 'winner 2: measured' in result.stdout
+    for winner in winners:
+        record = winner['latency']
+        assert record['median_ms'] < 1000 and not record['over_limit']
+        assert record['predicted_ms'] == pytest.approx(winner['costs']['latency_ms'])
+    card = model_info('fast_one', root=root)['latency']
+    assert card['median_ms'] == winners[0]['latency']['median_ms']
+    assert (card['runtime'], card['threads'], card['batch_size'], card['cpu']) == \
+        ('onnxruntime', 1, 1, cpu_model())
+
+
 @pytest.mark.parametrize('args', [[], ['--op-by-op', 'oneshot', '--latency-table'],
                                   ['--latency-table']])
 def test_cli_needs_exactly_one_mode(args):
