@@ -3,6 +3,7 @@ import mxnet as mx
 import numpy as np
 
 from .bn_recal import batchnorms, recalibrate_bn
+from .errors import DataError
 from .network import channel_mask
 
 __all__ = ['topk_hits', 'topk_accuracy', 'PathEvaluator']
@@ -24,7 +25,8 @@ def topk_accuracy(forward, batches, ks=(1, 5)):
         correct += topk_hits(forward(data).asnumpy(), label, ks)
         total += len(label)
     if total == 0:
-        raise ValueError('no evaluation batches')
+        raise DataError('no evaluation images: the validation data is empty; give a dataset '
+                        'with a validation split')
     return tuple(correct / total)
 
 
