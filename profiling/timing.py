@@ -269,21 +269,22 @@ def _run_worker(mode, spec, runtime, threads, on_line):
         spec_file = os.path.join(folder, 'spec.json')
         with open(spec_file, 'w') as handle:
             json.dump(spec, handle)
-        errors = open(os.path.join(folder, 'stderr.txt'), 'w+')  # a file: a full pipe would block
-        worker = subprocess.Popen([sys.executable, '-m', 'profiling.timing_worker', mode,
-                                   spec_file], env=env, stdout=subprocess.PIPE, stderr=errors,
-                                  text=True)
-        try:
-            for line in worker.stdout:
-                kind, _, payload = line.rstrip('\n').partition(' ')
-                on_line(kind, payload)
-        finally:
-            if worker.poll() is None and sys.exc_info()[0] is not None:
+        # stderr to a file: a full pipe would block the worker
+        with open(os.path.join(folder, 'stderr.txt'), 'w+') as errors:
+            worker = subprocess.Popen([sys.executable, '-m', 'profiling.timing_worker', mode,
+                                       spec_file], env=env, stdout=subprocess.PIPE,
+                                      stderr=errors, text=True)
+            try:
+                for line in worker.stdout:
+                    kind, _, payload = line.rstrip('\n').partition(' ')
+                    on_line(kind, payload)
+            except BaseException:
                 worker.kill()  # the caller stopped (Ctrl-C, a failed store): no orphan worker
+                worker.wait()
+                raise
             code = worker.wait()
-        errors.seek(0)
-        last = [line for line in errors.read().splitlines()  # not MXNet's '[time] file:' logs
-                if line.strip() and not line.startswith('[')][-1:] or ['?']
-        errors.close()
+            errors.seek(0)
+            last = [line for line in errors.read().splitlines()  # not MXNet's '[time] file:'
+                    if line.strip() and not line.startswith('[')][-1:] or ['?']
         if code != 0:
             raise ProfilingError('the %s timing process failed: %s' % (runtime, last[0]))
