@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from nas.atomic import atomic_paths, write_json, write_text
-from nas.errors import OutputError
+from nas.atomic import atomic_paths, read_json, write_json, write_text
+from nas.errors import OutputError, ProfilingError
 
 
 def _listing(folder):
@@ -91,6 +91,21 @@ def test_data_and_directory_are_fsynced_before_and_after_the_rename(tmp_path, mo
     kinds = [kind for kind, _ in events]
     assert kinds == ['fsync', 'rename', 'fsync']
     assert events[0][1].endswith('.tmp') and events[2][1] == str(tmp_path)
+
+
+@pytest.mark.parametrize('content,fragment', [
+    (None, 'cannot read latency table .*x.json: No such file'),
+    ('{"a": [1, 2', r'x.json is not a valid latency table \(Expecting'),
+    (b'\xff\xfe{}', r'x.json is not a valid latency table \(.*utf-8'),
+])
+def test_read_json_names_the_file_and_what_it_should_be(tmp_path, content, fragment):
+    path = tmp_path / 'x.json'
+    if content is not None:
+        path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(ProfilingError, match=fragment + '.*; measure it again'):
+        read_json(str(path), ProfilingError, 'latency table', 'measure it again')
+    write_json(str(path), {'a': [1, 2]})
+    assert read_json(str(path), ProfilingError, 'latency table') == {'a': [1, 2]}
 
 
 def test_missing_directory_names_the_path(tmp_path):
