@@ -119,7 +119,7 @@ def read_json(path, error, what, advice=''):
     except OSError as err:
         message, cause = 'cannot read %s %s: %s' % (what, path, err.strerror or err), err
     except ValueError as err:  # invalid JSON or text that is not UTF-8
-        message, cause = '%s is not a valid %s (%s)' % (path, what, err), err
+        message, cause = '%s is not a valid %s: invalid JSON (%s)' % (path, what, err), err
     raise error(message + ('; ' + advice if advice else '')) from cause
 
 

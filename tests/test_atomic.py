@@ -95,8 +95,8 @@ def test_data_and_directory_are_fsynced_before_and_after_the_rename(tmp_path, mo
 
 @pytest.mark.parametrize('content,fragment', [
     (None, 'cannot read latency table .*x.json: No such file'),
-    ('{"a": [1, 2', r'x.json is not a valid latency table \(Expecting'),
-    (b'\xff\xfe{}', r'x.json is not a valid latency table \(.*utf-8'),
+    ('{"a": [1, 2', r'x.json is not a valid latency table: invalid JSON \(Expecting'),
+    (b'\xff\xfe{}', r'x.json is not a valid latency table: invalid JSON \(.*utf-8'),
 ])
 def test_read_json_names_the_file_and_what_it_should_be(tmp_path, content, fragment):
     path = tmp_path / 'x.json'
