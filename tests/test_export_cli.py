@@ -166,7 +166,7 @@ def test_weights_of_another_architecture_are_refused(tmp_path):
 
 def test_input_size_must_be_a_multiple_of_32(tmp_path):
     result = _invoke('--onnx', NAME, '--input-size', 100, '-o', tmp_path / 'm.onnx')
-    _assert_error(result, 'input size 100 is not a multiple of 32', tmp_path, [])
+    _assert_error(result, "'--input-size': 100 is not a multiple of 32", tmp_path, [])
 
 
 def test_supernet_is_refused_with_a_hint(tmp_path):
