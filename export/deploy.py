@@ -27,7 +27,8 @@ from .mxnet_symbol import INPUT_NAME, symbol_block, trace
 from .onnx import graph_passes, onnx_model
 from .onnx_graph import GraphView
 
-__all__ = ['DeployReport', 'deployment_graph', 'deployment_block', 'export_deploy']
+__all__ = ['DeployReport', 'deployment_graph', 'deployment_block', 'export_deploy', 'fuse_onednn',
+           'save_graph', 'to_mxnet']
 
 _log = logging.getLogger(__name__)
 
@@ -49,16 +50,16 @@ class DeployReport:
     fused_convs: int
 
 
-def deployment_graph(net, input_shape, ctx=mx.cpu(), fuse=True, shuffle='slices'):
+def deployment_graph(net, input_shape, ctx=mx.cpu(), fuse=True):
     """``(symbol, params, DeployReport)`` of ``net``'s deployment graph (module doc); ``params``
     maps names to numpy arrays. ``fuse=False`` stops before oneDNN's partitioning."""
     sym, params = trace(net, input_shape, ctx)
     merged, merged_params, _ = merge_bn_symbol(sym, params)
     model = onnx_model(symbol_block(merged, merged_params, ctx), input_shape,
-                       graph_passes(13, shuffle=shuffle), ctx)
+                       graph_passes(13, shuffle='slices'), ctx)
     new_sym, new_params = to_mxnet(model)
     if fuse:
-        new_sym = _fuse(new_sym, new_params, input_shape)
+        new_sym = fuse_onednn(new_sym, new_params, input_shape)
     after = _op_counts(new_sym)
     report = DeployReport(_op_counts(sym), after, after.get(_FUSED_CONV, 0))
     return new_sym, new_params, report
@@ -74,16 +75,23 @@ def export_deploy(net, prefix, input_shape, ctx=mx.cpu()):
     """Write the deployment graph as ``prefix-symbol.json`` + ``prefix-0000.params``; returns the
     two paths and the DeployReport."""
     sym, params, report = deployment_graph(net, input_shape, ctx)
+    paths = save_graph(sym, params, prefix)
+    _log.info('wrote %s and %s: %d ops as traced, %d written, %d fused convs', paths[0], paths[1],
+              sum(report.ops_before.values()), sum(report.ops_after.values()),
+              report.fused_convs)
+    return paths, report
+
+
+def save_graph(sym, params, prefix):
+    """Write ``sym`` (inputs: ``data`` and arguments) and its numpy ``params`` as
+    ``prefix-symbol.json`` + ``prefix-0000.params``, both or neither; returns the two paths."""
     tagged = {'arg:' + name: mx.nd.array(value, dtype=value.dtype)
               for name, value in params.items()}
     paths = ('%s-symbol.json' % prefix, '%s-0000.params' % prefix)
     with atomic_paths(*paths, error=ExportError) as (sym_temp, params_temp):
         sym.save(sym_temp)
         mx.nd.save(params_temp, tagged)
-    _log.info('wrote %s and %s: %d ops as traced, %d written, %d fused convs', paths[0], paths[1],
-              sum(report.ops_before.values()), sum(report.ops_after.values()),
-              report.fused_convs)
-    return paths, report
+    return paths
 
 
 def _op_counts(sym):
@@ -91,8 +99,9 @@ def _op_counts(sym):
     return dict(collections.Counter(node['op'] for node in nodes if node['op'] != 'null'))
 
 
-def _fuse(sym, params, input_shape):
-    """Partition for oneDNN; each fused node takes its convolution's name."""
+def fuse_onednn(sym, params, input_shape):
+    """``sym`` partitioned for oneDNN (conv + bias + activation + sum as one node); each fused
+    node takes its convolution's name."""
     args = {name: mx.nd.array(value) for name, value in params.items()}
     args[INPUT_NAME] = mx.nd.zeros(input_shape)
     try:
@@ -140,8 +149,6 @@ def _translate(view, node, tensor):
     attr = lambda key, default=None: view.attr(node, key, default)  # noqa: E731
     if op in _PASSTHROUGH:
         return tensor(data)
-    if op == 'Gather' and node.input[1] in view.values:
-        return mx.sym.take(tensor(data), tensor(node.input[1]), axis=attr('axis', 0), name=name)
     if op == 'Conv':
         weight = view.values[node.input[1]]
         bias = node.input[2] if len(node.input) > 2 and node.input[2] else None
@@ -227,7 +234,16 @@ def _elementwise(view, node, tensor):
                                        name=node.output[0])
     shapes = [view.shapes.get(i) for i in (a, b)]
     kind = same if shapes[0] == shapes[1] and None not in shapes[0] else broadcast
+    if node.op_type == 'Mul' and not _is_hard_swish(view, a, b):
+        kind = broadcast  # SE's scale, even at 1x1: one op for it, as traced (stays FP32 in INT8)
     return getattr(mx.sym, kind)(tensor(a), tensor(b), name=node.output[0])
+
+
+def _is_hard_swish(view, a, b):
+    """``a * b`` is ``x * HardSigmoid(x)``."""
+    return any(view.producer.get(gate) is not None and view.producer[gate].op_type ==
+               'HardSigmoid' and view.producer[gate].input[0] == data
+               for data, gate in ((a, b), (b, a)))
 
 
 def _slice(view, node, tensor):

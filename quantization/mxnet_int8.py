@@ -46,6 +46,11 @@ _CONVERSIONS = ('_contrib_quantize_v2', '_contrib_quantize', '_contrib_dequantiz
                 '_contrib_requantize')
 _QUANTIZED_PREFIX = '_contrib_quantized_'
 _HARD_SWISH_FP32 = 'hard-swish multiply kept FP32 (int8 elemwise_mul is inaccurate in MXNet 1.9.1)'
+_NO_INT8_KERNEL = "MXNet 1.9.1's oneDNN backend has no INT8 kernel for it"
+_FP32_WHY = {'elemwise_mul': 'the hard-swish multiplies (int8 elemwise_mul is inaccurate in MXNet 1.9.1)',
+             'hard_sigmoid': _NO_INT8_KERNEL + ' (hard-swish and SE gates)',
+             'slice_axis': _NO_INT8_KERNEL + ' (the channel split of each ShuffleNet unit)',
+             'broadcast_mul': _NO_INT8_KERNEL + ' (the SE scale)'}
 
 
 def quantize_mxnet(net, reader, input_shape, calib_mode='naive', exclude=(),
@@ -209,7 +214,13 @@ def _report(qnet, convs, groups, reasons, calib_mode, quantized_dtype, num_image
                        activation_type=quantized_dtype, weight_type='int8', layers=tuple(layers),
                        ops={op: dict(counts) for op, counts in ops.items()},
                        conversions=conversions, settings={'quantized_dtype': quantized_dtype},
-                       notes=notes)
+                       notes=notes + _fp32_op_notes(ops))
+
+
+def _fp32_op_notes(ops):
+    """Why each non-conv operator type still runs FP32 (each costs a dequantize / quantize)."""
+    return tuple('%d %s FP32: %s' % (counts['fp32'], op, _FP32_WHY.get(op, _NO_INT8_KERNEL))
+                 for op, counts in sorted(ops.items()) if counts.get('fp32'))
 
 
 def save_mxnet_int8(qnet, prefix, report):

@@ -1,4 +1,5 @@
 """``nas-export``: every kind of MODEL, both formats, and one-line errors that leave no file."""
+import json
 import os
 
 import mxnet as mx
@@ -8,7 +9,7 @@ import onnxruntime as ort
 import pytest
 from click.testing import CliRunner
 
-from conftest import digits_images, image_statistics
+from conftest import assert_parity, digits_images, image_statistics
 from cli.export import main
 from nas.atomic import save_params
 from nas.space import Arch
@@ -104,17 +105,25 @@ def test_no_merge_bn_keeps_batchnorm_and_fixed_batch(tmp_path, weights):
 
 
 @pytest.mark.integration
-def test_mxnet_export_reloads_with_symbolblock(tmp_path, weights):
+@pytest.mark.parametrize('optimize', [True, False])
+def test_mxnet_export_reloads_with_symbolblock(tmp_path, weights, optimize):
+    """The default is the deployment graph (fused, shuffle in the weights); ``--no-optimize``
+    writes the graph as traced. Both load with plain ``SymbolBlock.imports``."""
     net, params = weights
     prefix = tmp_path / 'm'
-    result = _invoke('--mxnet', NAME, '--params', params, '--input-size', SIZE, '-o', prefix)
+    result = _invoke('--mxnet', NAME, '--params', params, '--input-size', SIZE, '-o', prefix,
+                     '--optimize' if optimize else '--no-optimize')
     assert result.exit_code == 0, result.output
     assert sorted(os.listdir(tmp_path)) == ['m-0000.params', 'm-symbol.json']
     assert 'output' in result.output and '(1, 1000)' in result.output
+    assert ('deployment graph:' in result.output) == optimize
+    with open(str(prefix) + '-symbol.json') as handle:
+        ops = {node['op'] for node in json.load(handle)['nodes']}
+    assert ('_sg_mkldnn_conv' in ops) == optimize and ('SwapAxis' in ops) != optimize
     block = mx.gluon.SymbolBlock.imports(str(prefix) + '-symbol.json', ['data'],
                                          str(prefix) + '-0000.params')
     x = mx.nd.array(_x(2))
-    np.testing.assert_allclose(block(x).asnumpy(), net(x).asnumpy(), rtol=1e-4, atol=1e-4)
+    assert_parity(net(x), block(x))
 
 
 @pytest.mark.integration
