@@ -117,6 +117,57 @@ def ort_op_profile(path, shape, runs, folder, threads=THREADS):
             for op, us in per_op.most_common()}
 
 
+def write_mxnet_graphs(net, shape, base):
+    """The FP32 MXNet graphs of the table, written as ``prefix`` files that a timing worker loads
+    (``profiling.timing.measure_models``): as traced ('mxnet', run hybridized), BN merged and
+    partitioned for oneDNN ('mxnet_merged_bn'), and the deployment graph ('mxnet_deploy', what
+    ``nas-export --mxnet`` writes). Returns {runtime: prefix}."""
+    from export.deploy import export_deploy, fuse_onednn, save_graph
+    from export.merge_bn import merge_bn_symbol
+    from export.mxnet_symbol import export_mxnet
+    prefixes = {kind: '%s_%s' % (base, kind) for kind in ('mxnet', 'mxnet_merged_bn',
+                                                          'mxnet_deploy')}
+    export_mxnet(net, prefixes['mxnet'], shape)
+    merged, params, _ = merge_bn_symbol(*trace(net, shape))
+    save_graph(fuse_onednn(merged, params, shape), params, prefixes['mxnet_merged_bn'])
+    export_deploy(net, prefixes['mxnet_deploy'], shape)
+    return prefixes
+
+
+def measure_in_workers(models, shape, runs, rounds, probes, progress=None):
+    """Time ``models`` ({key: (runtime, model file or prefix)}) at ``shape``, each runtime in its
+    own worker process (``profiling.timing.measure_models``: no runtime's threads share a process
+    with another's), the runtimes taking turns over ``rounds`` rounds so that a change of load
+    hits all of them. Returns {key: [Timing of each round]}."""
+    from profiling.timing import measure_models
+    found = {key: [] for key in models}
+    order = sorted({runtime for runtime, _ in models.values()})
+    for round_ in range(rounds):
+        for runtime in order if round_ % 2 == 0 else order[::-1]:
+            keys = [key for key, (kind, _) in models.items() if kind == runtime]
+            results = measure_models([(models[key][1], shape) for key in keys], runtime, THREADS,
+                                     probes[runtime], runs=max(1, runs // rounds), warmup=2,
+                                     chunks=2, group=len(keys))
+            for key, result in zip(keys, results):
+                found[key].append(result.timing)
+            if progress is not None:
+                progress('round %d: %s timed' % (round_ + 1, runtime))
+    return found
+
+
+def round_stats(timings):
+    """Median ms over the rounds' medians (p90 likewise), and the runs behind them."""
+    return {'median_ms': round(float(np.median([t.median_ms for t in timings])), 3),
+            'p90_ms': round(float(np.median([t.p90_ms for t in timings])), 3),
+            'runs': int(sum(t.runs for t in timings))}
+
+
+def round_ratio(found, numerator, denominator):
+    """Median over rounds of ``numerator``'s median over ``denominator``'s, both of one round."""
+    return float(np.median([a.median_ms / b.median_ms
+                            for a, b in zip(found[numerator], found[denominator])]))
+
+
 def machine():
     return {'cpu': cpu_model(), 'threads': THREADS, 'mxnet': mx.__version__,
             'load_average': [round(v, 2) for v in os.getloadavg()]}

@@ -4,12 +4,16 @@ bench/results.md (the table the README quotes).
 1. Deployment table. OneShot-S+, OneShot+ and OneShot beside gluoncv mobilenetv3_large,
    mobilenetv2_1.0 and resnet18_v1, input 224, 2 threads: MACs, params, MicroNet score (32 bit,
    and of the onnxruntime INT8 graph at its own bit widths), latency at batch 1 and throughput at
-   batch 32 on five runtimes (MXNet hybridized, MXNet merged BN + oneDNN fusion, onnxruntime FP32,
-   onnxruntime INT8 static QDQ U8S8, MXNet INT8 oneDNN), and the GFLOPS each reaches at batch 32
-   against this machine's float32 GEMM peak (a 4096^3 product, before and after, best kept).
-   For each batch size the 30 runners are timed in alternating chunks, so a change of load hits
-   all of them alike; ratios are medians of paired times. Weights are random with unit-scale
-   activations (speed does not depend on their values); INT8 calibration uses the embedded digits.
+   batch 32 on six runtimes (MXNet hybridized, MXNet merged BN + oneDNN fusion, the MXNet
+   deployment graph of ``nas-export --mxnet``, onnxruntime FP32, onnxruntime INT8 static QDQ U8S8,
+   MXNet INT8 oneDNN from the deployment graph), the GFLOPS each reaches at batch 32 against this
+   machine's float32 GEMM peak (a 4096^3 product, before and after, best kept), and the INT8
+   graphs by op type. Every graph is written to a file and timed in a worker process that loads
+   one runtime only (``profiling.timing.measure_models``), so no runtime's spinning threads
+   steal the cores from the next; the MXNet and the onnxruntime worker take turns over
+   ``--rounds`` rounds, figures are medians over rounds and ratios medians of per-round ratios.
+   Weights are random with unit-scale activations (speed does not depend on their values); INT8
+   calibration uses the embedded digits.
 2. The other issues' benchmarks, each run here as a child process (``--skip`` leaves one out):
    counting (bench_counting.py), training step (bench_train.py), latency predictor
    (bench_latency_predictor.py, with a table measured in this run) and search (bench_search.py).
@@ -27,22 +31,26 @@ import sys
 import tempfile
 import time
 
-from common import (THREADS, gemm_peak, interleaved, machine, mxnet_runner, mxnet_variants,
-                    ort_runner, paired_ratio, stats, unit_scale_net)
+from common import (THREADS, gemm_peak, machine, measure_in_workers, ort_op_profile,
+                    round_ratio, round_stats, unit_scale_net, write_mxnet_graphs)
 from export.merge_bn import merge_bn  # noqa: E402  (after common: it pins the threads)
 from export.onnx import export_onnx  # noqa: E402
 from nas.atomic import write_json, write_text  # noqa: E402
+from profiling.deploy import write_probe  # noqa: E402
 from profiling.scores import micronet_score  # noqa: E402
 from quantization.calib import ArrayReader, open_reader  # noqa: E402
-from quantization.mxnet_int8 import quantize_mxnet  # noqa: E402
+from quantization.mxnet_int8 import quantize_mxnet, save_mxnet_int8  # noqa: E402
 from quantization.ort_int8 import quantize_ort  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MODELS = ('oneshot_s_plus', 'oneshot_plus', 'oneshot', 'mobilenetv3_large', 'mobilenetv2_1.0',
           'resnet18_v1')
-RUNTIMES = ('mxnet', 'mxnet_merged_bn', 'ort_fp32', 'ort_int8', 'mxnet_int8')
+RUNTIMES = ('mxnet', 'mxnet_merged_bn', 'mxnet_deploy', 'ort_fp32', 'ort_int8', 'mxnet_int8')
 RUNTIME_LABELS = {'mxnet': 'MXNet', 'mxnet_merged_bn': 'MXNet merged BN + oneDNN',
-                  'ort_fp32': 'ORT FP32', 'ort_int8': 'ORT INT8', 'mxnet_int8': 'MXNet INT8'}
+                  'mxnet_deploy': 'MXNet deployment graph', 'ort_fp32': 'ORT FP32',
+                  'ort_int8': 'ORT INT8', 'mxnet_int8': 'MXNet INT8'}
+ENGINE = {'ort_fp32': 'onnxruntime', 'ort_int8': 'onnxruntime'}  # the others run in MXNet
+DEPLOYED = ('oneshot_s_plus', 'oneshot_plus', 'oneshot')  # #14's goals are set for these
 BATCHES = (1, 32)
 README = os.path.join(os.path.dirname(HERE), 'README.md')
 QUOTE_START, QUOTE_END = '<!-- bench/results.md -->', '<!-- end of bench/results.md -->'
@@ -60,56 +68,58 @@ def say(message):
 
 
 def prepare(name, size, calib, folder):
-    """Counts, MicroNet scores and the three fixed runtimes (ONNX FP32 / INT8, MXNet INT8) of
-    one model; the MXNet FP32 variants are built per batch size (their graphs are shape-bound)."""
+    """Counts, MicroNet scores, and every runtime's graph of one model written to ``folder``
+    (the timing workers load files); INT8 op breakdowns."""
     net, counts = unit_scale_net(name, size)
     shape = (1, 3, size, size)
-    fp32, int8 = (os.path.join(folder, name + suffix) for suffix in ('.onnx', '.int8.onnx'))
+    base = os.path.join(folder, name)
+    fp32, int8 = base + '.onnx', base + '.int8.onnx'
     export_onnx(merge_bn(net, shape), fp32, shape, opset=13, dynamic_batch=True,
                 channel_block=16)  # what nas-export writes
     ort_report = quantize_ort(fp32, int8, ArrayReader(calib))
     qnet, mx_report = quantize_mxnet(net, ArrayReader(calib), shape)
-    qnet.hybridize(static_alloc=True, static_shape=True)
+    save_mxnet_int8(qnet, base + '_int8', mx_report)
+    files = dict(write_mxnet_graphs(net, shape, base), ort_fp32=fp32, ort_int8=int8,
+                 mxnet_int8=base + '_int8')
     entry = {'macs': counts.flops, 'params': counts.params,
              'micronet_fp32': round(micronet_score(net, shape, bits=32).score, 4),
              'micronet_ort_int8': round(micronet_score(int8).score, 4),
              'int8_convs': {'ort_int8': '%d/%d' % (ort_report.num_int8_convs, ort_report.num_convs),
                             'mxnet_int8': '%d/%d' % (mx_report.num_int8_convs,
                                                      mx_report.num_convs)},
+             'int8_conv_share': {'ort_int8': ort_report.num_int8_convs / ort_report.num_convs,
+                                 'mxnet_int8': mx_report.num_int8_convs / mx_report.num_convs},
+             'int8_ops': {'ort_int8_b1': ort_op_profile(int8, shape, 20, folder),
+                          'mxnet_int8': {'ops': mx_report.ops,
+                                         'conversions': mx_report.conversions}},
              'file_bytes': {'ort_fp32': os.path.getsize(fp32), 'ort_int8': os.path.getsize(int8)}}
-    return entry, {'net': net, 'fp32': fp32, 'int8': int8, 'qnet': qnet}
+    return entry, files
 
 
-def runners_for(parts, batch, size):
-    shape = (batch, 3, size, size)
-    variants = mxnet_variants(parts['net'], shape)
-    return {'mxnet': mxnet_runner(variants['hybridized'], shape),
-            'mxnet_merged_bn': mxnet_runner(variants['merged_bn+onednn'], shape),
-            'ort_fp32': ort_runner(parts['fp32'], shape),
-            'ort_int8': ort_runner(parts['int8'], shape),
-            'mxnet_int8': mxnet_runner(parts['qnet'], shape)}
-
-
-def deployment_table(models, size, runs, runs32, calib_images, folder, progress=say):
+def deployment_table(models, size, runs, runs32, calib_images, folder, rounds=2, progress=say):
+    """Each runtime is timed in its own worker process, the runtimes taking turns ``rounds``
+    times; figures are medians over rounds, ratios medians of per-round ratios."""
     calib = open_reader('digits', size, num_images=calib_images).batches
-    result = {'machine': machine(), 'input_size': size, 'models': {}, 'paired': {}}
+    result = {'machine': machine(), 'input_size': size, 'models': {}, 'paired': {},
+              'timing': 'one worker process per runtime (profiling.timing.measure_models), '
+                        '%d rounds' % rounds}
     peaks = [gemm_peak()]
-    parts = {}
+    files = {}
     for name in models:
         start = time.time()
-        result['models'][name], parts[name] = prepare(name, size, calib, folder)
+        result['models'][name], files[name] = prepare(name, size, calib, folder)
         progress('prepared %s in %.0f s' % (name, time.time() - start))
+    probes = {engine: write_probe(engine, folder) for engine in ('mxnet', 'onnxruntime')}
+    graphs = {(name, runtime): (ENGINE.get(runtime, 'mxnet'), path)
+              for name in models for runtime, path in files[name].items()}
     for batch, count in zip(BATCHES, (runs, runs32)):
-        funcs = {(name, runtime): func for name in models
-                 for runtime, func in runners_for(parts[name], batch, size).items()}
         start = time.time()
-        times = interleaved(funcs, count, chunk=max(1, count // 5))
-        progress('timed %d runners at batch %d in %.0f s' % (len(funcs), batch,
-                                                              time.time() - start))
-        for (name, runtime), seconds in times.items():
-            entry = result['models'][name].setdefault(runtime, {})
-            entry['b%d' % batch] = stats(seconds)
-        result['paired']['b%d' % batch] = _paired(times, models)
+        found = measure_in_workers(graphs, (batch, 3, size, size), count, rounds, probes)
+        progress('timed %d graphs at batch %d in %.0f s' % (len(graphs), batch,
+                                                             time.time() - start))
+        for (name, runtime), timings in found.items():
+            result['models'][name].setdefault(runtime, {})['b%d' % batch] = round_stats(timings)
+        result['paired']['b%d' % batch] = _paired(found, models)
     peaks.append(gemm_peak())
     result['gemm_peak'] = {'gflops': max(max(peak.values()) for peak in peaks),
                            'before': peaks[0], 'after': peaks[1]}
@@ -118,19 +128,19 @@ def deployment_table(models, size, runs, runs32, calib_images, folder, progress=
     return result
 
 
-def _paired(times, models):
-    """The ratios the goals need, each from paired times of one interleaved run."""
-    ratios = {}
-    for name in models:
-        ratios[name] = {
-            'ort_int8_speedup': paired_ratio(times, (name, 'ort_fp32'), (name, 'ort_int8')),
-            'mxnet_int8_speedup': paired_ratio(times, (name, 'mxnet_merged_bn'),
-                                               (name, 'mxnet_int8')),
-            'mxnet_merged_bn_speedup': paired_ratio(times, (name, 'mxnet'),
-                                                    (name, 'mxnet_merged_bn'))}
+def _paired(found, models):
+    """The ratios the goals need (time of the first over time of the second), per round."""
+    pairs = {'ort_int8_speedup': ('ort_fp32', 'ort_int8'),
+             'mxnet_int8_speedup': ('mxnet_merged_bn', 'mxnet_int8'),
+             'mxnet_int8_vs_deploy': ('mxnet_deploy', 'mxnet_int8'),
+             'mxnet_merged_bn_speedup': ('mxnet', 'mxnet_merged_bn'),
+             'mxnet_deploy_speedup': ('mxnet_merged_bn', 'mxnet_deploy'),
+             'ort_fp32_vs_mxnet_deploy': ('ort_fp32', 'mxnet_deploy')}
+    ratios = {name: {key: round_ratio(found, (name, a), (name, b))
+                     for key, (a, b) in pairs.items()} for name in models}
     if 'oneshot_s_plus' in models and 'mobilenetv3_large' in models:
-        ratios['oneshot_s_plus_vs_mobilenetv3_large_ort'] = paired_ratio(
-            times, ('oneshot_s_plus', 'ort_fp32'), ('mobilenetv3_large', 'ort_fp32'))
+        ratios['oneshot_s_plus_vs_mobilenetv3_large_ort'] = round_ratio(
+            found, ('oneshot_s_plus', 'ort_fp32'), ('mobilenetv3_large', 'ort_fp32'))
     return ratios
 
 
@@ -191,7 +201,34 @@ def goals(table, children):
         value = paired['b32']['oneshot_s_plus']['mxnet_int8_speedup']
         rows.append(_goal(6, 'OneShot-S+ MXNet INT8 vs MXNet FP32 (merged BN + oneDNN), batch 32',
                           'not slower (>= 1x)', value, value >= 1, '%.2fx'))
+    rows += _deployment_goals(paired, models)
     rows += _child_goals(children)
+    return rows
+
+
+def _deployment_goals(paired, models):
+    """Issue #14: the MXNet deployment graph against onnxruntime, and the INT8 speed-ups."""
+    rows = []
+    for name in (n for n in DEPLOYED if n in models):
+        value = 1 / paired['b1'][name]['ort_fp32_vs_mxnet_deploy']
+        rows.append(_goal(14, '%s MXNet deployment graph latency / ORT FP32, batch 1' % name,
+                          '<= 2x', value, value <= 2, '%.2fx'))
+        value = paired['b32'][name]['ort_fp32_vs_mxnet_deploy']
+        rows.append(_goal(14, '%s MXNet deployment graph throughput / ORT FP32, batch 32' % name,
+                          '>= 0.6x', value, value >= 0.6, '%.2fx'))
+    if 'oneshot_s_plus' in models:
+        for batch, target in (('b1', 1.0), ('b32', 1.5)):
+            value = paired[batch]['oneshot_s_plus']['mxnet_int8_vs_deploy']
+            rows.append(_goal(14, 'OneShot-S+ MXNet INT8 vs MXNet deployment graph, batch %s'
+                              % batch[1:], ('> 1x' if batch == 'b1' else '>= 1.5x'), value,
+                              value > target if batch == 'b1' else value >= target, '%.2fx'))
+        share = models['oneshot_s_plus']['int8_conv_share']['mxnet_int8']
+        rows.append(_goal(14, 'OneShot-S+ MXNet INT8, share of convs in INT8', '>= 95 %', share,
+                          share >= 0.95, '%.0f %%', 100))
+        for batch, target in (('b1', 1.8), ('b32', 2.4)):
+            value = paired[batch]['oneshot_s_plus']['ort_int8_speedup']
+            rows.append(_goal(14, 'OneShot-S+ ORT INT8 vs FP32, batch %s' % batch[1:],
+                              '>= %.1fx' % target, value, value >= target, '%.2fx'))
     return rows
 
 
@@ -277,7 +314,24 @@ def markdown(results):
             name, ' | '.join('%.1f (%.0f %%)' % (entry[r]['gflops'], 100 * entry[r]['peak_share'])
                              for r in RUNTIMES),
             entry['int8_convs']['ort_int8'], entry['int8_convs']['mxnet_int8']))
+    lines += _int8_ops_markdown(table['models'])
     return '\n'.join(lines) + '\n'
+
+
+def _int8_ops_markdown(models, top=8):
+    """Where the INT8 graphs spend their time (ORT, batch 1) and what MXNet left FP32."""
+    lines = ['', '#### INT8 graphs by op type: ORT INT8 batch 1 kernel ms (share), '
+                 'MXNet INT8 operators int8 / fp32 and quantize-dequantize conversions', '',
+             '| model | ORT INT8, top %d op types | MXNet INT8 |' % top, '|---|---|---|']
+    for name, entry in models.items():
+        ort = entry['int8_ops']['ort_int8_b1']
+        mxnet = entry['int8_ops']['mxnet_int8']
+        lines.append('| %s | %s | %s; %d conversions |' % (
+            name, ', '.join('%s %.2f (%.0f %%)' % (op, v['ms'], 100 * v['share'])
+                            for op, v in list(ort.items())[:top]),
+            ', '.join('%s %d/%d' % (op, c.get('int8', 0), c.get('fp32', 0))
+                      for op, c in sorted(mxnet['ops'].items())), mxnet['conversions']))
+    return lines
 
 
 def quote_in_readme(text, readme=README):
@@ -298,6 +352,8 @@ def main():
     parser.add_argument('--models', nargs='+', default=list(MODELS))
     parser.add_argument('--input-size', type=int, default=224)
     parser.add_argument('--calib-images', type=int, default=32)
+    parser.add_argument('--rounds', type=int, default=2,
+                        help='turns each runtime worker takes (runs are split over them)')
     parser.add_argument('--skip', nargs='*', default=[], choices=sorted(CHILDREN),
                         help='child benchmarks to leave out')
     parser.add_argument('--out', default=os.path.join(HERE, 'results'),
@@ -308,7 +364,7 @@ def main():
     start = time.time()
     with tempfile.TemporaryDirectory(prefix='bench-all-') as folder:
         table = deployment_table(args.models, args.input_size, args.runs, args.runs32,
-                                 args.calib_images, folder)
+                                 args.calib_images, folder, args.rounds)
         write_json(args.out + '.json', {'deployment': table}, indent=2)  # kept if a child fails
         children = run_children([name for name in CHILDREN if name not in args.skip], folder)
     results = {'deployment': table, 'children': children, 'seconds': round(time.time() - start)}
