@@ -14,7 +14,6 @@ machine is faster or slower now than when the table was built.
 """
 import dataclasses
 import functools
-import json
 import logging
 import math
 import os
@@ -23,7 +22,7 @@ import time
 import numpy as np
 from mxnet.gluon.block import HybridBlock
 
-from nas.atomic import write_json
+from nas.atomic import read_json, write_json
 from nas.errors import ProfilingError
 from nas.network import OneShotNet
 from nas.space import Arch, SearchSpace, NUM_BLOCKS, NUM_POSITIONS, NUM_SCALES
@@ -272,14 +271,8 @@ def load_latency_table(path, runtime=None, precision=None, threads=None, input_s
                        batch_size=None, space=None, allow_other_cpu=False):
     """Read and check a latency table; refuse one measured on another CPU, with another
     runtime version, or with other settings than the given ones (None: any)."""
-    try:
-        with open(path) as handle:
-            table = json.load(handle)
-    except OSError as err:
-        raise ProfilingError('cannot read latency table %s: %s' % (path, err.strerror)) from err
-    except ValueError as err:
-        raise ProfilingError('%s is not a latency table (invalid JSON: %s); measure it again '
-                             'with nas-profile --latency-table' % (path, err)) from err
+    table = read_json(path, ProfilingError, 'latency table',
+                      'measure it again with nas-profile --latency-table')
     if not isinstance(table, dict) or table.get('kind') != TABLE_KIND:
         raise ProfilingError('%s is not a latency table; make one with nas-profile '
                              '--latency-table' % path)

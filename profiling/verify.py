@@ -7,10 +7,9 @@ deployed and timed (interleaved with the probe); its measured median goes into `
 beside the prediction, and a winner whose median is over the limit by more than its own
 measured spread is flagged, never reported as meeting it.
 """
-import json
 import os
 
-from nas.atomic import write_json
+from nas.atomic import read_json, write_json
 from nas.errors import ProfilingError
 from nas.network import OneShotNet
 from nas.space import Arch
@@ -63,12 +62,7 @@ def verify_winners(out_dir, space, predictor, limit_ms=None, runs=20, warmup=5, 
     ``measure`` is ``deploy.measure_deployed`` (tests pass a stub).
     """
     path = os.path.join(out_dir, 'topk.json')
-    try:
-        with open(path) as handle:
-            winners = json.load(handle)
-    except (OSError, ValueError) as err:
-        raise ProfilingError('cannot read the search results %s (%s); run nas-search first'
-                             % (path, err)) from err
+    winners = read_json(path, ProfilingError, 'search result', 'run nas-search first')
     setting = predictor.setting()
     shape = (setting['batch_size'], 3, space.input_size, space.input_size)
     archs = [Arch.parse(winner['arch'], space) for winner in winners]
