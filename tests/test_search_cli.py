@@ -138,3 +138,92 @@ def test_sigkill_then_resume_gives_the_uninterrupted_result(supernet_dir, tmp_pa
     assert resumed.exit_code == 0, resumed.stderr
     assert json.load(open(killed_dir / 'candidates.json')) == \
         json.load(open(tmp_path / 'full' / 'candidates.json'))
+
+
+@pytest.fixture(scope='module')
+def random_224_supernet(tmp_path_factory):
+    """An untrained 224 x 224 supernet: enough for legality, which reads costs only."""
+    from dataclasses import asdict
+    from nas.network import OneShotNet
+    run_dir = tmp_path_factory.mktemp('supernet224')
+    space = SearchSpace(use_se=True, last_conv_after_pooling=True, input_size=224, classes=10)
+    supernet = OneShotNet(space=space)
+    supernet.initialize()
+    supernet.save_parameters(str(run_dir / 'supernet.params'))
+    (run_dir / 'space.json').write_text(json.dumps(asdict(space)))
+    return str(run_dir), space
+
+
+def test_reference_rule_holds_on_exact_counts_at_224(random_224_supernet, tmp_path):
+    """--reference SinglePathOneShot --max-combined 1: every evaluated candidate's exact SPEC
+    §6.1 count (the network built and counted, not the table) has 0.5 F/328M + 0.5 P/3.4M <= 1;
+    the illegal draws use up iterations and are reported."""
+    from nas.counting import count_net
+    from nas.network import OneShotNet
+    from nas.space import Arch
+    run_dir, space = random_224_supernet
+    out = tmp_path / 'legal'
+    result = CliRunner().invoke(search_cli, [
+        run_dir, '-o', str(out), '--strategy', 'random', '--iterations', '30', '--seed', '1',
+        '--reference', 'SinglePathOneShot', '--max-combined', '1', '--recalib-batches', '0',
+        '--val-batches', '1', '--batch-size', '8'])
+    assert result.exit_code == 0, result.output + result.stderr
+    summary = json.load(open(out / 'search.json'))
+    history = json.load(open(out / 'candidates.json'))
+    assert summary['rule'] == 'combined <= 1 against SinglePathOneShot (328M FLOPs, 3.4M params)'
+    assert summary['illegal_draws'] > 0 and 0 < len(history) <= 30 - summary['illegal_draws']
+    assert '(%d illegal draws skipped)' % summary['illegal_draws'] in result.stdout
+    for cand in history:
+        counted = count_net(OneShotNet(Arch.parse(cand['arch'], space)), (3, 224, 224))
+        assert (counted.flops, counted.params) == (cand['costs']['flops'],
+                                                   cand['costs']['params'])
+        assert 0.5 * counted.flops / 328e6 + 0.5 * counted.params / 3.4e6 <= 1
+        assert cand['costs']['combined'] <= 1
+
+
+def test_balanced_fitness_picks_a_cheaper_winner(supernet_dir, tmp_path):
+    """The same supernet, seed and draws, ranked by top-1 and by top-1 - combined. At 32 x 32
+    the FLOPs are ~2 % of the comparison model's, so combined is mostly params: the balanced
+    winner gives up 0.8 points for 5 % fewer params (acc: 6.25M FLOPs, 2.510M params, 56.25 %;
+    balanced: 6.39M FLOPs, 2.377M params, 55.47 %, on this run)."""
+    runner = CliRunner()
+    winners = {}
+    for fitness in ('acc', 'balanced_flop_acc'):
+        out = _search(runner, supernet_dir, str(tmp_path / fitness), '--strategy', 'random',
+                      '--iterations', '8', '--seed', '4', '--fitness', fitness)
+        assert out.exit_code == 0, out.output + out.stderr
+        assert 'fitness: %s' % fitness in out.stdout
+        winners[fitness] = json.load(open(tmp_path / fitness / 'topk.json'))[0]
+    acc, balanced = winners['acc'], winners['balanced_flop_acc']
+    print('winners (FLOPs, params, top-1): acc %s, balanced_flop_acc %s' % tuple(
+        (w['costs']['flops'], w['costs']['params'], w['top1']) for w in (acc, balanced)))
+    assert balanced['costs']['combined'] < acc['costs']['combined']
+    assert balanced['costs']['params'] < acc['costs']['params']
+    assert balanced['top1'] < acc['top1']
+    assert balanced['fitness'] == pytest.approx(balanced['top1'] - balanced['costs']['combined'])
+
+
+def test_small_population_needs_no_elite(supernet_dir, tmp_path):
+    """Issue 18: --population 8 alone used to fail on the default elite of 10."""
+    out = _search(CliRunner(), supernet_dir, str(tmp_path / 'p8'), '--population', '8',
+                  '--generations', '1')
+    assert out.exit_code == 0, out.output + out.stderr
+    state = json.load(open(tmp_path / 'p8' / 'search_state.json'))
+    assert state['config']['elite'] == 8 and len(state['population']) == 8
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--reference', 'MobileNetV4'], "'MobileNetV4' is not one of 'SinglePathOneShot', "
+                                     "'MobileNetV3_large', 'MobileNetV2_1.4', "
+                                     "'ShuffleNetV2+_medium'"),
+    (['--reference', 'SinglePathOneShot', '--max-combined', '0'], '--max-combined'),
+    (['--max-combined', '-1'], '--max-combined'),
+    (['--max-flop-ratio', 'nan'], '--max-flop-ratio'),
+    (['--fitness', 'balanced_flop_acc', '--balance-r', '0'], '--balance-r'),
+])
+def test_bad_rule_options_are_one_line_errors(tmp_path, args, message):
+    out = CliRunner().invoke(search_cli, [str(tmp_path), '-o', str(tmp_path / 'x')] + args)
+    assert out.exit_code == 2 and out.stdout == ''
+    assert out.stderr.startswith('error: ') and out.stderr.count('\n') == 1
+    assert message in out.stderr
+    assert not (tmp_path / 'x').exists()
