@@ -227,7 +227,7 @@ def _deployment_goals(paired, models):
                           share >= 0.95, '%.0f %%', 100))
         for batch, target in (('b1', 1.8), ('b32', 2.4)):
             value = paired[batch]['oneshot_s_plus']['ort_int8_speedup']
-            rows.append(_goal(14, 'OneShot-S+ ORT INT8 vs FP32, batch %s' % batch[1:],
+            rows.append(_goal(14, 'OneShot-S+ ORT INT8 speed-up over FP32, batch %s' % batch[1:],
                               '>= %.1fx' % target, value, value >= target, '%.2fx'))
     return rows
 

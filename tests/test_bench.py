@@ -34,7 +34,8 @@ def test_every_model_has_every_runtime(smoke):
         assert entry['macs'] > 0 and entry['params'] > 0
         # INT8 scores below FP32: the graph's bit widths were read
         assert 0 < entry['micronet_ort_int8'] < entry['micronet_fp32']
-        for runtime in ('mxnet', 'mxnet_merged_bn', 'ort_fp32', 'ort_int8', 'mxnet_int8'):
+        for runtime in ('mxnet', 'mxnet_merged_bn', 'mxnet_deploy', 'ort_fp32', 'ort_int8',
+                        'mxnet_int8'):
             assert entry[runtime]['b1']['median_ms'] > 0
             assert entry[runtime]['images_per_s'] > 0
             share = entry[runtime]['gflops'] / results['deployment']['gemm_peak']['gflops']
@@ -47,7 +48,7 @@ def test_goals_are_marked_from_the_measured_ratios(smoke):
     results, text = smoke
     paired = results['deployment']['paired']
     rows = {row['goal']: row for row in results['goals']}
-    assert len(rows) == 7
+    assert len(rows) == 14  # 7 of issues #5/#6, 7 of #14 (one deployed model in the smoke)
     for batch in ('1', '32'):
         row = rows['OneShot-S+ / mobilenetv3_large latency, ORT FP32, batch %s' % batch]
         value = paired['b' + batch]['oneshot_s_plus_vs_mobilenetv3_large_ort']
