@@ -24,7 +24,8 @@ import logging
 import numpy as np
 
 from nas.errors import ExportError
-from .channels import axis1_gather, pad_channels, try_reorder  # noqa: F401  (pad_channels re-exported)
+from .channels import pad_channels  # noqa: F401  (re-exported: nas-export's companion pass)
+from .channels import axis1_gather, try_reorder
 from .onnx_graph import GraphView, copy_model, finish
 
 __all__ = ['SHUFFLE_FORMS', 'ShuffleSite', 'find_channel_shuffles', 'shuffle_to_gather',

@@ -47,7 +47,8 @@ _CONVERSIONS = ('_contrib_quantize_v2', '_contrib_quantize', '_contrib_dequantiz
 _QUANTIZED_PREFIX = '_contrib_quantized_'
 _HARD_SWISH_FP32 = 'hard-swish multiply kept FP32 (int8 elemwise_mul is inaccurate in MXNet 1.9.1)'
 _NO_INT8_KERNEL = "MXNet 1.9.1's oneDNN backend has no INT8 kernel for it"
-_FP32_WHY = {'elemwise_mul': 'the hard-swish multiplies (int8 elemwise_mul is inaccurate in MXNet 1.9.1)',
+_FP32_WHY = {'elemwise_mul': 'the hard-swish multiplies (int8 elemwise_mul is inaccurate in MXNet '
+                             '1.9.1)',
              'hard_sigmoid': _NO_INT8_KERNEL + ' (hard-swish and SE gates)',
              'slice_axis': _NO_INT8_KERNEL + ' (the channel split of each ShuffleNet unit)',
              'broadcast_mul': _NO_INT8_KERNEL + ' (the SE scale)'}
