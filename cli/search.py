@@ -12,16 +12,10 @@ from nas.normalized import REFERENCE_MODELS
 from nas.search import FITNESS, SearchConfig
 
 def _latency_callables(table_path, runtime, space):
-    """The latency predictor of a table, and the table's floor (cheapest entry everywhere)."""
-    from profiling.latency_table import load_latency_table, predict_latency
-    from profiling.timing import check_runtime
-    check_runtime(runtime)
-    table = load_latency_table(table_path, runtime=runtime, space=space)
-    latency = table['latency_ms']
-    floor = latency['input_block'] + latency['output_block'] + sum(
-        min(v for row in position for v in row if v is not None)
-        for position in latency['nas_block'])
-    return (lambda arch: predict_latency(table, arch)), floor
+    """The table's predictor, rescaled by a fresh probe time, and the fastest subnet's time."""
+    from profiling.verify import latency_predictor
+    predictor = latency_predictor(table_path, runtime, space)
+    return predictor, predictor.floor(space)
 
 
 def _micronet_callable(space, bits):
@@ -41,6 +35,8 @@ def _micronet_callable(space, bits):
 @click.option('--max-latency-ms', type=POSITIVE, help='Needs --latency-table.')
 @click.option('--latency-table', type=click.Path(), help='From nas-profile --latency-table.')
 @click.option('--runtime', default='onnxruntime', help='Runtime the latency table must be for.')
+@click.option('--verify-latency/--no-verify-latency', default=True, show_default=True,
+              help='With --latency-table: export and time the top-k winners afterwards.')
 @click.option('--max-micronet', type=POSITIVE, help='Upper limit of the MicroNet score.')
 @click.option('--micronet-bits', type=click.Choice(['32', '16', '8']), default='16')
 @click.option('--reference', type=click.Choice(list(REFERENCE_MODELS)), default=None,
@@ -84,7 +80,7 @@ def main(run_dir, strategy, space_mode, max_flops, max_params, max_latency_ms, l
          runtime, max_micronet, micronet_bits, reference, max_combined, max_flop_ratio,
          max_param_ratio, fitness, balance_r, count_illegal, population, generations, elite,
          iterations, mutation_prob, top_k, seed, data, batch_size, recalib_batches, val_batches,
-         fixed_arch, register_name, root, out_dir, resume):
+         fixed_arch, register_name, root, out_dir, resume, verify_latency):
     """Search the supernet trained in RUN_DIR; writes candidates, top-k and Pareto plots to OUT."""
     from tqdm import tqdm
     from nas.search_run import load_supernet_space, search_supernet
@@ -109,9 +105,12 @@ def main(run_dir, strategy, space_mode, max_flops, max_params, max_latency_ms, l
     bars = []
 
     def start_bar(total):
-        bars.append(tqdm(total=total, desc='%s search' % strategy,
-                         unit='cand' if strategy == 'random' else 'gen'))
-        return bars[0].update
+        def update(count):  # the bar opens at the first step: an earlier error stays one line
+            if not bars:
+                bars.append(tqdm(total=total, desc='%s search' % strategy,
+                                 unit='cand' if strategy == 'random' else 'gen'))
+            bars[0].update(count)
+        return update
     try:
         top, summary = search_supernet(
             run_dir, out_dir, config, constraints, data=data, batch_size=batch_size,
@@ -131,6 +130,15 @@ def main(run_dir, strategy, space_mode, max_flops, max_params, max_latency_ms, l
             rank, cand.arch, 100 * cand.top1, cand.costs['flops'] / 1e6,
             cand.costs['params'] / 1e6, cand.costs['combined'],
             '%.3f ms' % latency_ms if latency_ms else '-'))
+    verified = None
+    if latency and verify_latency:
+        from profiling.verify import card_latency, verify_winners
+        verified = verify_winners(out_dir, space, latency, max_latency_ms)
+        for rank, record in enumerate(verified, 1):
+            click.echo('winner %d: measured %.3f ms (min %.3f, spread %.1f %%), predicted %.3f ms'
+                       '%s' % (rank, record['median_ms'], record['min_ms'],
+                               100 * record['spread'], record['predicted_ms'],
+                               ' -- OVER THE LIMIT' if record['over_limit'] else ''))
     if register_name:
         from zoo.registry import register_model
         winner = top[0]
@@ -139,7 +147,9 @@ def main(run_dir, strategy, space_mode, max_flops, max_params, max_latency_ms, l
                               extra={'search': {'supernet_top1': winner.top1,
                                                 'costs': winner.costs,
                                                 'run_dir': os.path.abspath(run_dir),
-                                                'search_dir': os.path.abspath(out_dir)}})
+                                                'search_dir': os.path.abspath(out_dir)},
+                                     **({'latency': card_latency(verified[0])} if verified
+                                        else {})})
         click.echo('registered %s -> %s (train it with: nas-train subnet --arch %s)'
                    % (register_name, path, register_name))
     click.echo(json.dumps(summary))

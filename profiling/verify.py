@@ -14,6 +14,7 @@ from nas.errors import ProfilingError
 from nas.network import OneShotNet
 from nas.space import Arch
 from .deploy import measure_deployed, measure_probe
+from .timing import check_runtime
 from .latency_table import (load_latency_table, measure_latency_table, predict_floor,
                             predict_latency)
 
@@ -45,6 +46,7 @@ def latency_predictor(path, runtime, space, rescale=True):
     """Load the table at ``path`` for ``runtime`` and ``space`` (refused when it was measured
     for anything else, on another CPU or runtime version) and time the probe now (about a
     second) unless ``rescale`` is False."""
+    check_runtime(runtime)  # an unknown runtime is named before the table is read
     table = load_latency_table(path, runtime=runtime, space=space)
     config = table['config']
     probe_ms = measure_probe(config['runtime'], config['threads']).median_ms if rescale else None
