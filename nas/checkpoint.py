@@ -12,6 +12,7 @@ import tempfile
 import mxnet as mx
 import numpy as np
 
+from .atomic import read_json
 from .errors import TrainingError
 
 __all__ = ['CHECKPOINTS', 'STATE', 'prepare_run_dir', 'latest_checkpoint', 'write_checkpoint',
@@ -80,12 +81,8 @@ def write_checkpoint(run_dir, step, keep, writers, state):
 
 def read_state(path):
     """state.json of the checkpoint folder ``path``."""
-    try:
-        with open(os.path.join(path, STATE)) as handle:
-            return json.load(handle)
-    except (OSError, ValueError) as err:
-        raise TrainingError('checkpoint %s is unreadable (%s); delete it to resume from the '
-                            'one before' % (path, err)) from None
+    return read_json(os.path.join(path, STATE), TrainingError, 'checkpoint state',
+                     'delete the checkpoint %s to resume from the one before' % path)
 
 
 def random_state():

@@ -6,12 +6,11 @@ traced op is charged to the stem, to the unit it sits in (by the unit's Gluon na
 the output block. Tables are cached as JSON under ``$MXNET_HOME/oneshot_nas/lookup`` keyed by
 ``SearchSpace.key()``; the ``config`` section is checked on load.
 """
-import json
 import logging
 import os
 import time
 
-from .atomic import write_json
+from .atomic import read_json, write_json
 from .counting import count_ops
 from .errors import ArchError
 from .network import OneShotNet
@@ -112,14 +111,7 @@ class LookupTable:
     def load(cls, path, space=None):
         """Read a table (ours in counts, or the reference layout in millions); with ``space``,
         refuse a table built for another configuration."""
-        try:
-            with open(path) as handle:
-                data = json.load(handle)
-        except OSError as err:
-            raise ArchError('cannot read lookup table %s: %s' % (path, err.strerror)) from err
-        except ValueError as err:
-            raise ArchError('%s is not a lookup table (invalid JSON: %s); delete it to rebuild'
-                            % (path, err)) from err
+        data = read_json(path, ArchError, 'lookup table', 'delete it to rebuild')
         if not isinstance(data, dict) or not all(k in data for k in ('config',) + _MEASURES):
             raise ArchError('%s is not a lookup table: it needs config, flops and params '
                             'sections' % path)

@@ -5,14 +5,13 @@ so it is the same loop whatever measures accuracy or cost. Its state (population
 candidate, RNG state) is written after each generation, so ``resume=True`` continues a killed run
 and ends with the same result as an uninterrupted one.
 """
-import json
 import logging
 import os
 import random
 from dataclasses import dataclass, asdict
 from typing import Callable, Dict, List, Optional
 
-from .atomic import write_csv, write_json
+from .atomic import read_json, write_csv, write_json
 from .errors import SearchError
 from .constraints import Constraints, positive
 from .space import Arch, NUM_BLOCKS, NUM_POSITIONS, NUM_SCALES, SearchSpace
@@ -174,8 +173,8 @@ class _Run:
                               'choose another output directory' % out_dir)
 
     def _load(self, path):
-        with open(path) as handle:
-            state = json.load(handle)
+        state = read_json(path, SearchError, 'search state',
+                          'start the search again without --resume, in a new directory')
         if state.get('config') != _config_dict(self.config) or \
                 state.get('constraints') != asdict(self.sampler.constraints):
             raise SearchError('the search in %s was started with other settings; resume with '

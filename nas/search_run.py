@@ -6,6 +6,7 @@ import time
 
 import mxnet as mx
 
+from .atomic import read_json
 from .data import make_loader, open_dataset
 from .errors import SearchError, WeightsError
 from .evaluate import PathEvaluator
@@ -26,9 +27,9 @@ def load_supernet_space(run_dir):
     if not os.path.isfile(space_path):
         raise SearchError('%s is not a supernet run directory: space.json is missing (train '
                           'one with nas-train supernet -o %s)' % (run_dir, run_dir))
+    data = read_json(space_path, SearchError, 'search-space file')
     try:
-        with open(space_path) as handle:
-            return SearchSpace(**json.load(handle))
+        return SearchSpace(**data)
     except (ValueError, TypeError) as err:
         raise SearchError('%s is not a valid search-space file: %s' % (space_path, err)) from err
 

@@ -4,13 +4,12 @@ Everything that describes a network without building it: no Gluon blocks and no 
 (the ``nas`` package itself still imports MXNet on import, to fail early when it is missing).
 """
 import dataclasses
-import json
 import math
 import numbers
 from dataclasses import dataclass, field, asdict
 from typing import Tuple
 
-from .atomic import write_json
+from .atomic import read_json, write_json
 from .errors import ArchError
 
 __all__ = ['BLOCK_NAMES', 'CHANNEL_SCALES', 'LAYOUTS', 'STAGE_REPEATS', 'NUM_POSITIONS',
@@ -162,14 +161,7 @@ class Arch:
     @classmethod
     def load(cls, path):
         """Read an architecture JSON (plain data only: nothing in it is executed)."""
-        try:
-            with open(path) as handle:
-                data = json.load(handle)
-        except OSError as err:
-            raise ArchError('cannot read architecture file %s: %s' % (path, err.strerror)) from err
-        except ValueError as err:
-            raise ArchError('%s is not valid architecture JSON: %s' % (path, err)) from err
-        return cls.from_dict(data)
+        return cls.from_dict(read_json(path, ArchError, 'architecture file'))
 
 
 def _check_vector(kind, values, num_choices) -> Tuple[int, ...]:

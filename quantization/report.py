@@ -10,6 +10,7 @@ import json
 import os
 from typing import Tuple
 
+from nas.atomic import read_json
 from nas.errors import QuantizationError
 
 __all__ = ['LayerQuant', 'QuantReport', 'match_layers', 'sidecar_path', 'report_json',
@@ -110,14 +111,7 @@ def report_json(report, files):
 
 def read_record(path):
     """The sidecar written by ``report_json``, checked: its format and one layer per conv."""
-    try:
-        with open(path) as handle:
-            data = json.load(handle)
-    except OSError as err:
-        raise QuantizationError('cannot read quantization record %s: %s'
-                                % (path, err.strerror or err)) from err
-    except ValueError as err:
-        raise QuantizationError('%s is not a quantization record: %s' % (path, err)) from err
+    data = read_json(path, QuantizationError, 'quantization record')
     if not isinstance(data, dict) or data.get('format') != RECORD_FORMAT:
         raise QuantizationError('%s is not a quantization record (format %r expected); nas-quantize '
                                 'writes one beside its output as *.quant.json'

@@ -13,6 +13,7 @@ from nas.data import load_digits
 from cli.train import main as train_cli
 from cli.profile import main as profile_cli
 from cli.score import main as score_cli
+from cli.search import main as search_cli
 from cli.zoo import main as zoo_cli
 
 
@@ -90,6 +91,47 @@ def _truncated_rec(tmp):
     return rec
 
 
+def _broken_json(tmp):
+    path = os.path.join(tmp, 'broken.json')
+    with open(path, 'w') as handle:
+        handle.write('{"blocks": [0, 1,')  # cut off, as by a full disk
+    return path
+
+
+def _supernet_run(tmp):
+    """An untrained supernet run directory at 32 x 32 (space.json + supernet.params)."""
+    from dataclasses import asdict
+    from nas.network import OneShotNet
+    from nas.space import SearchSpace
+    space = SearchSpace(use_se=True, last_conv_after_pooling=True, input_size=32, classes=10)
+    run = os.path.join(tmp, 'supernet')
+    os.makedirs(run)
+    net = OneShotNet(space=space)
+    net.initialize()
+    net.save_parameters(os.path.join(run, 'supernet.params'))
+    with open(os.path.join(run, 'space.json'), 'w') as handle:
+        json.dump(asdict(space), handle)
+    return run
+
+
+def _broken_search(tmp):
+    """A search output folder whose state file was cut off."""
+    out = os.path.join(tmp, 'search')
+    os.makedirs(out)
+    with open(os.path.join(out, 'search_state.json'), 'w') as handle:
+        handle.write('{"config": {"strategy": "gen')
+    return out
+
+
+def _broken_checkpoint(tmp):
+    """A training run whose newest checkpoint's state.json was cut off."""
+    run = os.path.join(tmp, 'run')
+    os.makedirs(os.path.join(run, 'checkpoints', 'ckpt-000000001'))
+    with open(os.path.join(run, 'checkpoints', 'ckpt-000000001', 'state.json'), 'w') as handle:
+        handle.write('{"epoch": 0, "ba')
+    return run
+
+
 def _fake_onnx(tmp):
     path = os.path.join(tmp, 'fake.onnx')
     open(path, 'w').write('this is not a protobuf')
@@ -132,6 +174,20 @@ CASES = [
     ('wrong weights for the architecture', export_cli, ['--onnx', 'oneshot_s_plus', '--params',
                                                         '{weights}', '--input-size', '32',
                                                         '-o', OUT], 'does not fit'),
+    ('damaged architecture JSON', score_cli, ['flops', '{broken_json}'], 'broken.json'),
+    ('damaged quantization record', score_cli, ['micronet', 'oneshot', '--quant-record',
+                                                '{broken_json}'], 'broken.json'),
+    ('damaged latency table', search_cli, ['{supernet}', '-o', '{tmp}/s', '--latency-table',
+                                           '{broken_json}', '--max-latency-ms', '5'],
+     'broken.json'),
+    ('damaged search state', search_cli, ['{supernet}', '-o', '{broken_search}', '--resume'],
+     'search_state.json'),
+    ('missing latency table', search_cli, ['{supernet}', '-o', '{tmp}/s', '--latency-table',
+                                           '{tmp}/none.json', '--max-latency-ms', '5'],
+     'none.json'),
+    ('damaged checkpoint on --resume', train_cli, ['subnet', '--arch', 'oneshot', '--epochs',
+                                                   '1', '--resume', '--no-progress', '-o',
+                                                   '{broken_checkpoint}'], 'ckpt-000000001'),
 ]
 
 
@@ -141,7 +197,9 @@ def test_bad_input_gives_one_line_exit_2_and_no_output(tmp_path, kind, cli, args
     makers = {'bad_arch': _bad_arch, 'corrupt': _corrupt, 'truncated': _truncated,
               'tampered': _tampered_store, 'empty_dir': _empty_dir,
               'empty_class': _empty_class, 'non_images': _only_non_images,
-              'truncated_rec': _truncated_rec, 'fake_onnx': _fake_onnx, 'weights': _weights}
+              'truncated_rec': _truncated_rec, 'fake_onnx': _fake_onnx, 'weights': _weights,
+              'broken_json': _broken_json, 'supernet': _supernet_run,
+              'broken_search': _broken_search, 'broken_checkpoint': _broken_checkpoint}
     values = {'tmp': tmp}
     for key, make in makers.items():
         if any('{%s}' % key in a for a in args):

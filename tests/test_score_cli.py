@@ -205,7 +205,7 @@ def test_unknown_model_name(command):
 def test_non_model_files(tmp_path):
     notes = tmp_path / 'notes.txt'
     notes.write_text('not a model\n')
-    _assert_user_error(_run('flops', str(notes)), 'is not valid architecture JSON')
+    _assert_user_error(_run('flops', str(notes)), 'is not a valid architecture file: invalid JSON')
     fake = tmp_path / 'fake.onnx'
     fake.write_text('not a protobuf\n')
     _assert_user_error(_run('micronet', str(fake)), 'is not an ONNX model')

@@ -54,7 +54,7 @@ def test_input_size_must_be_multiple_of_32(size):
 def test_bad_json_is_a_clear_error(tmp_path):
     path = tmp_path / 'bad.json'
     path.write_text('{"blocks": [0, 1]')
-    with pytest.raises(ArchError, match='not valid architecture JSON'):
+    with pytest.raises(ArchError, match='not a valid architecture file: invalid JSON'):
         Arch.load(str(path))
     with pytest.raises(ArchError, match='cannot parse architecture'):
         Arch.parse('0123')
