@@ -13,17 +13,20 @@ from export.merge_bn import merge_bn
 from export.onnx import export_onnx
 from nas.atomic import write_text
 from nas.data import open_dataset
-from nas.search import Constraints, SearchConfig
+from nas.constraints import Constraints
+from nas.search import SearchConfig
 from nas.sampler import UniformSampler
 from nas.search_run import search_supernet
 from nas.space import Arch, SearchSpace
 from nas.train import TrainConfig, train_subnet, train_supernet
 from quantization.pipeline import quantize_model
 from quantization.report import read_record
-from zoo import get_model, import_weights, register_model
+from zoo import PRETRAINED, import_weights, load_model, register_model
 from profiling.op_by_op import profile_op_by_op
 from profiling.plots import plot_block_times
 from profiling.scores import micronet_score
+from profiling.verify import predict_and_measure
+from profiling.zoo_page import write_zoo_page
 
 __all__ = ['DemoConfig', 'run_demo']
 
@@ -100,17 +103,19 @@ def run_demo(out_dir, config=DemoConfig(), progress=None, show_bars=True):
                                batch_size=config.batch_size,
                                recalib_batches=config.recalib_batches)
     winner = Arch.parse(top[0].arch, space)
-    register_model(config.name, winner, root=root, overwrite=True,
-                   description='searched by the demo', extra={'search': asdict(top[0])})
 
     subnet_dir = os.path.join(out_dir, 'winner')
     subnet_cfg = TrainConfig(epochs=config.subnet_epochs, lr=0.05, wd=3e-5,
                              warmup_epochs=0.5, **common)
     subnet_run = step('train winner', train_subnet, winner, train_set, val_set, subnet_dir,
                       subnet_cfg, progress=show_bars)
+    register_model(config.name, winner, root=root, overwrite=True,
+                   description='searched by the demo', extra={
+                       'search': dict(asdict(top[0]), search_dir=os.path.abspath(search_dir)),
+                       'measured_top1': {'top1': subnet_run.val_top1, 'data': config.data}})
     step('import weights', import_weights, config.name,
          os.path.join(subnet_dir, 'model.params'), root=root)
-    net = get_model(config.name, pretrained=True, root=root)
+    net = load_model(config.name, PRETRAINED, root=root).net
 
     shape = (1, 3, size, size)
     onnx_path = os.path.join(out_dir, '%s.onnx' % config.name)
@@ -127,6 +132,10 @@ def run_demo(out_dir, config=DemoConfig(), progress=None, show_bars=True):
                    runtime='onnxruntime', threads=config.threads, runs=config.profile_runs,
                    model_name=config.name)
     plot_block_times(profile, os.path.join(out_dir, 'latency_per_block.png'))
+    latency_check = step('predict and measure latency', predict_and_measure, winner,
+                         threads=config.threads)
+    page = step('zoo page', write_zoo_page, os.path.join(out_dir, 'zoo_page'), root=root,
+                block_plots={config.name: os.path.join(out_dir, 'latency_per_block.png')})
     scores = {bits: micronet_score(net, shape, bits=bits).score for bits in (32, 16, 8)}
     scores['int8_onnx'] = micronet_score(quant['onnxruntime']['files'][0]).score
     mxnet_record = read_record(next(path for path in quant['mxnet']['files']
@@ -143,8 +152,11 @@ def run_demo(out_dir, config=DemoConfig(), progress=None, show_bars=True):
         'export': {'path': export_report.path, 'opset': export_report.opset,
                    'size_bytes': export_report.size_bytes},
         'quantization': {k: _quant_summary(v) for k, v in quant.items()},
-        'latency_ms': {'median': profile.latency.median_ms, 'op_sum': profile.op_sum_ms},
+        'latency_ms': {'median': profile.latency.median_ms, 'op_sum': profile.op_sum_ms,
+                       'predicted': latency_check['predicted_ms'],
+                       'measured': latency_check['median_ms']},
         'micronet': scores,
+        'zoo_page': page.index,
     }
     with open(os.path.join(out_dir, 'summary.json'), 'w') as handle:
         json.dump(summary, handle, indent=2, default=str)
@@ -153,7 +165,7 @@ def run_demo(out_dir, config=DemoConfig(), progress=None, show_bars=True):
 
 
 def _quantize(backend, config, root, output, params):
-    result = quantize_model(config.name, backend, config.data, output, root=root, params=params,
+    result = quantize_model(config.name, backend, config.data, output, root=root, weights=params,
                             input_size=config.input_size, num_calib=config.num_calib,
                             eval_data=config.data)
     return result.to_dict()
@@ -200,6 +212,12 @@ def _write_report(out_dir, s):
               'End-to-end median %.3f ms; per-op sum %.3f ms.' % (
                   s['latency_ms']['median'], s['latency_ms']['op_sum']), '',
               '![latency per block](latency_per_block.png)', '',
+              'Latency table prediction %.3f ms vs measured median %.3f ms (deployed graph, '
+              'prediction rescaled by the probe): %+.1f %%.' % (
+                  s['latency_ms']['predicted'], s['latency_ms']['measured'],
+                  100 * (s['latency_ms']['predicted'] / s['latency_ms']['measured'] - 1)), '',
+              'The zoo page, with the winner beside the zoo and its peers: '
+              '[zoo_page/index.html](zoo_page/index.html)', '',
               '## MicroNet score', '',
               '| 32-bit | 16-bit | 8-bit (scenario) | INT8 ONNX (from its graph) | '
               'MXNet INT8 (from its record) |', '|---|---|---|---|---|',

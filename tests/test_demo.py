@@ -27,6 +27,13 @@ def test_demo_end_to_end_writes_a_report_from_its_own_numbers(tmp_path):
         with open(out / image, 'rb') as handle:
             assert handle.read(8) == b'\x89PNG\r\n\x1a\n', image
     assert summary['winner']['arch'] in report
+    with open(out / 'zoo_page' / 'zoo_page.json') as handle:  # the page beside the report
+        page = {row['name']: row for row in json.load(handle)['rows']}
+    winner = page[summary['winner']['name']]
+    assert winner['arch'] == summary['winner']['arch'] and winner['measured_data'] == 'digits'
+    assert winner['measured_top1'] == pytest.approx(100 * summary['winner']['val_top1'])
+    assert winner['pareto_plot'] and winner['block_plot'] and 'oneshot_s_plus' in page
+    assert '(zoo_page/index.html)' in report and summary['zoo_page'].endswith('index.html')
     assert '%.4f' % summary['micronet']['int8_mxnet'] in report
     scores = summary['micronet']
     assert scores['int8_onnx'] < scores['32'] and scores['int8_mxnet'] < scores['32']
