@@ -195,7 +195,6 @@ def main():
     parser.add_argument('--no-drift', dest='drift', action='store_false')
     parser.add_argument('--table', default=None,
                         help='table file prefix (one per runtime), kept to resume')
-    parser.add_argument('--skip-op-sums', action='store_true', help='(kept for run_all.py)')
     parser.add_argument('--plots', default=HERE)
     parser.add_argument('--out', default=os.path.join(HERE, 'results_latency.json'))
     args = parser.parse_args()
