@@ -23,7 +23,7 @@ setup(
     description='Single Path One-Shot NAS on MXNet/Gluon: model zoo, search, ONNX/INT8 export',
     long_description=open('README.md').read(),
     long_description_content_type='text/markdown',
-    python_requires='>=3.9,<3.12',
+    python_requires='>=3.10,<3.12',
     packages=['nas', 'zoo', 'export', 'quantization', 'profiling', 'cli'],
     install_requires=INSTALL_REQUIRES,
     extras_require={

@@ -147,3 +147,8 @@ POSITIVE = Real(min=0, min_open=True)
 NON_NEGATIVE = Real(min=0)
 PROBABILITY = Real(0, 1)
 AMOUNT = Amount()
+
+# The same option spelled once for every command that has it.
+json_option = click.option('--json', 'as_json', is_flag=True, help='Print JSON.')
+root_option = click.option('--root', default=None,
+                           help='Model store / user zoo directory (default $MXNET_HOME/models).')

@@ -4,7 +4,8 @@ import os
 
 import click
 
-from cli.common import BATCH, INPUT_SIZE, Command, handle_errors, weights_options
+from cli.common import (BATCH, INPUT_SIZE, Command, handle_errors, root_option,
+                        weights_options)
 from nas.errors import ExportError
 
 _SIZE_MULTIPLE = 32  # five stride-2 stages (SPEC §1.1)
@@ -53,7 +54,7 @@ def _shape(shape):
 @click.option('--optimize/--no-optimize', default=True, show_default=True,
               help='--mxnet: write the deployment graph (channel shuffle in the weights, oneDNN '
                    'fusion); --no-optimize writes the graph as traced.')
-@click.option('--root', default=None, help='Model store directory (default $MXNET_HOME/models).')
+@root_option
 @handle_errors
 def main(onnx_model, mxnet_model, output, weights, input_size, batch_size,
          dynamic_batch, opset, merge_bn, shuffle_form, channel_block, optimize, root):

@@ -3,7 +3,8 @@ import json
 
 import click
 
-from cli.common import BATCH, COUNT, INPUT_SIZE, Command, handle_errors, weights_options
+from cli.common import (BATCH, COUNT, INPUT_SIZE, Command, handle_errors, json_option,
+                        root_option, weights_options)
 from nas.errors import QuantizationError
 from quantization.calib import MXNET_CALIB_MODES, ORT_CALIB_METHODS
 from quantization.mxnet_int8 import QUANTIZED_DTYPES
@@ -69,8 +70,8 @@ class _Progress:
 @click.option('--eval', 'eval_data', help='Evaluate FP32 vs INT8 on the val split of this data.')
 @click.option('--eval-images', type=COUNT,
               help='Evaluate on a random subset of this many images.')
-@click.option('--root', default=None, help='Model store directory.')
-@click.option('--json', 'as_json', is_flag=True, help='Print JSON.')
+@root_option
+@json_option
 @click.option('--quiet', is_flag=True, help='No progress bar.')
 @handle_errors
 def main(model, backend, calib_data, output, weights, input_size, num_calib, calib_mode, calibrate,

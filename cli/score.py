@@ -4,7 +4,8 @@ import json
 
 import click
 
-from cli.common import INPUT_SIZE, Group, handle_errors, weights_options
+from cli.common import (INPUT_SIZE, Group, handle_errors, json_option, root_option,
+                        weights_options)
 from nas.atomic import write_csv
 from nas.counting import count_model
 from quantization.report import read_record
@@ -34,15 +35,10 @@ def main():
 
 def _model_argument(func):
     func = weights_options(click.argument('model')(func))
-    func = click.option('--root', default=None,
-                        help='Model store / user zoo root (default $MXNET_HOME/models).')(func)
+    func = root_option(func)
     return click.option('--input-size', type=INPUT_SIZE, default=None,
                         help='Input H = W (default: the model\'s own, 224 for gluoncv; needed '
                              'for ONNX files with dynamic spatial dims).')(func)
-
-
-def _json_option(func):
-    return click.option('--json', 'as_json', is_flag=True, help='Print JSON.')(func)
 
 
 def _load(model, weights, input_size, root=None):
@@ -58,7 +54,7 @@ def _shape_text(shape):
 
 @main.command('flops')
 @_model_argument
-@_json_option
+@json_option
 @click.option('--per-layer', is_flag=True, help='Print every counted layer.')
 @click.option('--csv', 'csv_path', type=click.Path(dir_okay=False, writable=True),
               default=None, help='Write the per-layer table to this CSV file.')
@@ -96,7 +92,7 @@ def flops_command(model, weights, input_size, root, as_json, per_layer, csv_path
 @_model_argument
 @click.option('--ref', default='SinglePathOneShot', show_default=True,
               help='Comparison model: %s.' % ', '.join(REFERENCE_MODELS))
-@_json_option
+@json_option
 @handle_errors
 def normalized_command(model, weights, input_size, root, ref, as_json):
     """Σ = FLOPs/F_ref + params/P_ref of MODEL from exact counts (SPEC §6.3)."""
@@ -142,7 +138,7 @@ def normalized_command(model, weights, input_size, root, ref, as_json):
 @click.option('--quant-record', type=click.Path(dir_okay=False), default=None,
               help='A *.quant.json written by nas-quantize (e.g. of an MXNet INT8 export): score '
                    'MODEL, the float model it was made from, at the bit widths it records.')
-@_json_option
+@json_option
 @handle_errors
 def micronet_command(model, weights, input_size, root, bits, count_shuffle, convention,
                      quant_record, as_json):

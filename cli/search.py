@@ -5,7 +5,7 @@ import os
 import click
 
 from cli.common import (AMOUNT, BATCH, COUNT, OFF_OR_COUNT, POSITIVE, PROBABILITY, SEED, Command,
-                        handle_errors)
+                        handle_errors, root_option)
 from nas.errors import SearchError
 from nas.constraints import Constraints
 from nas.normalized import REFERENCE_MODELS
@@ -72,7 +72,7 @@ def _micronet_callable(space, bits):
 @click.option('--val-batches', type=COUNT, default=None, help='Default: the whole val split.')
 @click.option('--fixed-arch', help='BLOCKS:CHANNELS supplying the frozen genes.')
 @click.option('--register', 'register_name', help='Put the winner into the user zoo as NAME.')
-@click.option('--root', default=None, help='Model store / user zoo root.')
+@root_option
 @click.option('-o', '--out', 'out_dir', required=True, type=click.Path())
 @click.option('--resume', is_flag=True, help='Continue the search in OUT.')
 @handle_errors

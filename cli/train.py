@@ -6,7 +6,7 @@ import click
 import mxnet as mx
 
 from cli.common import (AMOUNT, BATCH, COUNT, INPUT_SIZE, NON_NEGATIVE, OFF_OR_COUNT,
-                        POSITIVE, SEED, Group, Real, handle_errors)
+                        POSITIVE, SEED, Group, Real, handle_errors, root_option)
 from nas.data import open_dataset
 from nas.errors import TrainingError
 from nas.sampler import CostBox, MODES, SAMPLERS
@@ -127,7 +127,7 @@ def _report(result, weights):
 @click.option('--arch', required=True,
               help='A zoo name (built-in or user zoo, e.g. registered by nas-search '
                    '--register) or an architecture JSON.')
-@click.option('--root', default=None, help='Model store / user zoo root.')
+@root_option
 @_common
 @handle_errors
 def subnet_command(arch, root, **opts):

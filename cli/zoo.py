@@ -3,7 +3,7 @@ import json
 
 import click
 
-from cli.common import COUNT, THREADS, Group, handle_errors
+from cli.common import COUNT, THREADS, Group, handle_errors, json_option, root_option
 from nas.space import Arch
 from zoo import registry, store
 
@@ -13,15 +13,10 @@ def main():
     """Browse the oneshot-nas model zoo and manage its weight store."""
 
 
-def _root_option(func):
-    return click.option('--root', default=None,
-                        help='Model store directory (default $MXNET_HOME/models).')(func)
-
-
 @main.command('list')
 @click.argument('pattern', required=False)
-@click.option('--json', 'as_json', is_flag=True, help='Print JSON.')
-@_root_option
+@json_option
+@root_option
 @handle_errors
 def list_command(pattern, as_json, root):
     """List models, optionally filtered by a wildcard PATTERN (e.g. 'oneshot*')."""
@@ -36,8 +31,8 @@ def list_command(pattern, as_json, root):
 
 @main.command('info')
 @click.argument('name')
-@click.option('--json', 'as_json', is_flag=True, help='Print JSON.')
-@_root_option
+@json_option
+@root_option
 @handle_errors
 def info_command(name, as_json, root):
     """Show the model card of NAME: choices, flags, FLOPs, params, published accuracy."""
@@ -52,7 +47,7 @@ def info_command(name, as_json, root):
 @main.command('import')
 @click.argument('name')
 @click.argument('file', type=click.Path(dir_okay=False))
-@_root_option
+@root_option
 @handle_errors
 def import_command(name, file, root):
     """Check FILE against the architecture of NAME and add it to the weight store."""
@@ -65,7 +60,7 @@ def import_command(name, file, root):
 @click.argument('arch_file', type=click.Path(dir_okay=False))
 @click.option('--description', default='', help='One line about the model.')
 @click.option('--overwrite', is_flag=True, help='Replace an existing user model.')
-@_root_option
+@root_option
 @handle_errors
 def register_command(name, arch_file, description, overwrite, root):
     """Register the architecture JSON ARCH_FILE as user model NAME."""
@@ -75,7 +70,7 @@ def register_command(name, arch_file, description, overwrite, root):
 
 
 @main.command('repair')
-@_root_option
+@root_option
 @handle_errors
 def repair_command(root):
     """Rebuild the weight store's manifest from the stored files (their names carry their sha1)."""
@@ -88,7 +83,7 @@ def repair_command(root):
 
 
 @main.command('purge')
-@_root_option
+@root_option
 @handle_errors
 def purge_command(root):
     """Delete every stored weight file and the manifest."""
@@ -109,7 +104,7 @@ def purge_command(root):
               help='--measure: CPU threads.')
 @click.option('--runs', type=COUNT, default=20, show_default=True,
               help='--measure: timed runs per model and batch size.')
-@_root_option
+@root_option
 @handle_errors
 def page_command(pattern, out_dir, results, measure, threads, runs, root):
     """Write a static HTML page of every model (or those matching PATTERN) with its figures."""

@@ -63,29 +63,28 @@ _REFERENCE_TEXT = (
 )
 
 
-@dataclass(frozen=True)
-class MicronetLayer:
-    """One op's MicroNet counts: effective (after bit scaling, 32-bit units) and raw."""
+@dataclass(frozen=True, kw_only=True)
+class MicronetCounts:
+    """MicroNet counts: effective (after bit scaling, in 32-bit units) and raw."""
+    params: float
+    mults: float
+    adds: float
+    raw_params: float
+    raw_mults: int
+    raw_adds: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class MicronetLayer(MicronetCounts):
+    """One op's counts."""
     name: str
     op_type: str
-    params: float
-    mults: float
-    adds: float
-    raw_params: float
-    raw_mults: int
-    raw_adds: int
 
 
-@dataclass(frozen=True)
-class MicronetReport:
+@dataclass(frozen=True, kw_only=True)
+class MicronetReport(MicronetCounts):
     """MicroNet score; ``bits`` is 32, 16, 8 or 'graph' (widths read from a quantized graph)."""
     score: float
-    params: float
-    mults: float
-    adds: float
-    raw_params: float
-    raw_mults: int
-    raw_adds: int
     bits: Union[int, str]
     conventions: str
     layers: Tuple[MicronetLayer, ...]
@@ -192,7 +191,7 @@ def micronet_score(net_or_onnx, input_shape=None, bits=None, count_shuffle=False
             scale.update(mask=2.0, adds=0.25 if bits == 8 else 1.0)
         get = raw.get
         layers.append(MicronetLayer(
-            op.name, op.op_type,
+            name=op.name, op_type=op.op_type,
             params=sum(get(k, 0) * scale[k] for k in ('weights', 'biases', 'mask')),
             mults=sum(get(k, 0) * scale[k] for k in ('dot_mults', 'mults')),
             adds=get('adds', 0) * scale['adds'],
