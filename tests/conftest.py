@@ -58,7 +58,8 @@ def digits_split(size, split):
 
 def train_on_digits(arch, epochs, seed=0):
     """A plain Gluon loop (NAG, cosine schedule with one warm-up epoch, batch 64) on the digits
-    train split; returns the hybridized network."""
+    train split; returns the trained network, no longer hybridized (a static-shape graph would
+    be rebuilt, slowly, for every other batch size the tests use)."""
     from nas.network import OneShotNet
     mx.random.seed(seed)
     rng = np.random.RandomState(seed)
@@ -81,6 +82,7 @@ def train_on_digits(arch, epochs, seed=0):
                 value = loss(net(mx.nd.array(images[pick])), mx.nd.array(labels[pick]))
             value.backward()
             trainer.step(batch)
+    net.hybridize(active=False)
     return net
 
 
