@@ -14,7 +14,7 @@ from .onnx_graph import GraphView, copy_model, finish
 
 __all__ = ['axis1_gather', 'plain_conv', 'per_channel', 'class_of', 'try_reorder', 'pad_channels']
 
-_log = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 _UNARY = {'Relu', 'HardSwish', 'HardSigmoid', 'Sigmoid', 'Tanh', 'LeakyRelu', 'Elu', 'Clip',
           'Identity', 'Dropout', 'GlobalAveragePool', 'GlobalMaxPool', 'AveragePool', 'MaxPool'}
@@ -241,7 +241,7 @@ def pad_channels(model, block=16):
             if target.op_type == 'Conv' and view.attr(target, 'group', 1) == channels:
                 next(a for a in target.attribute if a.name == 'group').i = channels + extra
         padded += 1
-    _log.info('padded %d channel class(es) to a multiple of %d', padded, block)
+    log.info('padded %d channel class(es) to a multiple of %d', padded, block)
     return finish(model)
 
 

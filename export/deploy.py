@@ -30,7 +30,7 @@ from .onnx_graph import GraphView
 __all__ = ['DeployReport', 'deployment_graph', 'deployment_block', 'export_deploy', 'fuse_onednn',
            'save_graph', 'to_mxnet']
 
-_log = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 _BACKEND = 'MKLDNN'  # MXNet 1.9.1's name for the oneDNN subgraph backend
 _FUSED_CONV = '_sg_mkldnn_conv'
@@ -76,7 +76,7 @@ def export_deploy(net, prefix, input_shape, ctx=mx.cpu()):
     two paths and the DeployReport."""
     sym, params, report = deployment_graph(net, input_shape, ctx)
     paths = save_graph(sym, params, prefix)
-    _log.info('wrote %s and %s: %d ops as traced, %d written, %d fused convs', paths[0], paths[1],
+    log.info('wrote %s and %s: %d ops as traced, %d written, %d fused convs', paths[0], paths[1],
               sum(report.ops_before.values()), sum(report.ops_after.values()),
               report.fused_convs)
     return paths, report

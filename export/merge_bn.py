@@ -18,7 +18,7 @@ from .mxnet_symbol import INPUT_NAME, symbol_block, trace
 
 __all__ = ['fold_bn', 'MergeReport', 'merge_bn_symbol', 'merge_bn']
 
-_log = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 # Operator defaults (BatchNorm, FullyConnected), used when the traced JSON omits an attribute.
 _DEFAULTS = {'eps': '1e-3', 'fix_gamma': 'True', 'axis': '1', 'flatten': 'True'}
@@ -91,8 +91,8 @@ def merge_bn(net, input_shape, ctx=mx.cpu(), strict=False):
         if strict:
             raise ExportError('%d BatchNorm(s) cannot be folded (%s); rerun with strict=False to '
                               'keep them' % (len(report.kept), detail))
-        _log.warning('kept %d BatchNorm(s) unfolded: %s', len(report.kept), detail)
-    _log.info('folded %d BatchNorm(s); params %d -> %d', len(report.folded),
+        log.warning('kept %d BatchNorm(s) unfolded: %s', len(report.kept), detail)
+    log.info('folded %d BatchNorm(s); params %d -> %d', len(report.folded),
               report.params_before, report.params_after)
     return symbol_block(new_sym, new_params, ctx)
 

@@ -12,7 +12,7 @@ from nas.errors import ExportError
 
 __all__ = ['INPUT_NAME', 'trace', 'symbol_block', 'export_mxnet']
 
-_log = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 INPUT_NAME = 'data'
 
@@ -69,5 +69,5 @@ def export_mxnet(net, prefix, input_shape, ctx=mx.cpu()):
     with atomic_paths(*paths, error=ExportError) as (sym_temp, params_temp):
         sym.save(sym_temp)
         mx.nd.save(params_temp, tagged)
-    _log.info('wrote %s and %s (%d tensors)', paths[0], paths[1], len(tagged))
+    log.info('wrote %s and %s (%d tensors)', paths[0], paths[1], len(tagged))
     return paths

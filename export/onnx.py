@@ -30,7 +30,7 @@ from .shuffle import shuffle_passes
 __all__ = ['SUPPORTED_OPSETS', 'ExportReport', 'export_onnx', 'onnx_model', 'check_opset',
            'graph_passes', 'fold_constants']
 
-_log = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 SUPPORTED_OPSETS = range(11, 22)  # each run in onnxruntime 1.20 (newest: 21) by tests/test_onnx.py
 
@@ -69,7 +69,7 @@ def export_onnx(net, path, input_shape, opset=13, dynamic_batch=False, ctx=mx.cp
             handle.write(data)
     graph = model.graph
     op_counts = dict(collections.Counter(node.op_type for node in graph.node))
-    _log.info('wrote %s: opset %d, %d nodes, %d bytes', path, opset, len(graph.node), len(data))
+    log.info('wrote %s: opset %d, %d nodes, %d bytes', path, opset, len(graph.node), len(data))
     return ExportReport(path=str(path), opset=opset, size_bytes=len(data),
                         inputs={v.name: shape_of(v) for v in graph.input},
                         outputs={v.name: shape_of(v) for v in graph.output},

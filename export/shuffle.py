@@ -31,7 +31,7 @@ from .onnx_graph import GraphView, copy_model, finish
 __all__ = ['SHUFFLE_FORMS', 'ShuffleSite', 'find_channel_shuffles', 'shuffle_to_gather',
            'gather_to_slices', 'shuffle_passes', 'pad_channels']
 
-_log = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 SHUFFLE_FORMS = ('reshape', 'gather', 'slices')  # as traced; one Gather per half; permuted slices
 _LAYOUT_OPS = ('Reshape', 'Transpose')
@@ -144,7 +144,7 @@ def _probe(view, nodes, source, target):
     try:
         out = ReferenceEvaluator(single).run(None, {source: probe})[0]
     except Exception as err:  # a chain the reference cannot run is simply not rewritten
-        _log.debug('probe of %s failed: %s', source, err)
+        log.debug('probe of %s failed: %s', source, err)
         return None
     if out.shape != probe.shape:
         return None
@@ -168,7 +168,7 @@ def shuffle_to_gather(model):
     while True:
         sites = find_channel_shuffles(model)
         if not sites:
-            _log.info('replaced %d channel shuffle(s) by Gathers', count)
+            log.info('replaced %d channel shuffle(s) by Gathers', count)
             return model
         if not copied:
             model, copied = copy_model(model), True

@@ -26,7 +26,7 @@ __all__ = ['PRECISIONS', 'ONNX_CHANNEL_BLOCK', 'check_target', 'write_deployed',
 PRECISIONS = ('fp32', 'int8')
 ONNX_CHANNEL_BLOCK = 16  # nas-export's default padding
 _PROBE_SHAPE = (1, 32, 28, 28)
-_log = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 
 def check_target(runtime, precision):
@@ -47,7 +47,7 @@ def write_deployed(net, shape, runtime, precision, base):
         try:
             export_deploy(net, base, shape)
         except ExportError as err:  # a block alone can keep a shuffle it cannot translate
-            _log.warning('timing the merged-BN symbol instead of the deployment graph: %s', err)
+            log.warning('timing the merged-BN symbol instead of the deployment graph: %s', err)
             export_mxnet(merge_bn(net, shape), base, shape)
         return base
     merged = merge_bn(net, shape)

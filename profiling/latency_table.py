@@ -33,7 +33,7 @@ from .timing import WINDOW_S, check_counts, cpu_model, runtime_version
 __all__ = ['TABLE_KIND', 'table_entries', 'measure_latency_table', 'load_latency_table',
            'predict_latency', 'predict_floor', 'missing_entries', 'calibration_archs']
 
-_log = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 TABLE_KIND = 'oneshot-nas latency table'
 TABLE_VERSION = 2
@@ -126,7 +126,7 @@ def measure_latency_table(space=None, runtime='onnxruntime', precision='fp32', t
     parts = [(key, None) for key in ('input_block',) if table['latency_units'][key] is None] + \
         [(None, entry) for entry in todo] + \
         [(key, None) for key in ('output_block',) if table['latency_units'][key] is None]
-    _log.info('measuring %d latency-table entries (%d already done)', len(parts),
+    log.info('measuring %d latency-table entries (%d already done)', len(parts),
               len(entries) - len(todo))
     if progress is not None and hasattr(progress, 'reset'):  # tqdm: now the total is known
         progress.reset(total=len(parts))
@@ -205,7 +205,7 @@ def calibration_archs(table, count, seed=_CALIBRATION_SEED):
 def _calibrate(table, space, count, settings, batch_size):
     archs = calibration_archs(table, count)
     if archs is None:
-        _log.warning('no correction: the table has no entry at some position')
+        log.warning('no correction: the table has no entry at some position')
         return None
     shape = (batch_size, 3, space.input_size, space.input_size)
 

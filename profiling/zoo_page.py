@@ -9,7 +9,6 @@ page command itself (``measure=True``: onnxruntime FP32 and INT8, batch 1 and 32
 """
 import datetime
 import json
-import logging
 import math
 import os
 import shutil
@@ -18,7 +17,7 @@ from dataclasses import dataclass, field
 
 from nas.counting import count_net
 from nas.errors import OutputError, WeightsError
-from zoo import load_model, registry, store
+from zoo import RANDOM, load_model, registry, store
 from profiling.scores import micronet_score
 from profiling.timing import check_counts, cpu_model
 from profiling.zoo_page_html import RUNTIME_LABELS, write_page_files
@@ -89,20 +88,8 @@ def _zoo_row(name, root):
     return row
 
 
-def _load(name, root=None):
-    """``zoo.load_model`` without its random-weights warning: the page counts and times
-    networks, whose figures do not depend on the weights' values."""
-    logger = logging.getLogger(load_model.__module__)
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        return load_model(name, root=root)
-    finally:
-        logger.setLevel(level)
-
-
 def _peer_row(name):
-    net = _load(name).net
+    net = load_model(name, RANDOM).net  # counting does not depend on the weights
     row = _base_row(name, 'gluoncv', 'gluoncv model zoo network (the benchmark\'s peer)', 224)
     counts = count_net(net, (1, 3, 224, 224))
     row.update(classes=1000, flops=counts.flops, params=counts.params,
@@ -200,7 +187,7 @@ def _timing_net(row, root):
     """The row's network with its stored weights, else unit-scale random ones: speed does not
     depend on the values, but tiny activations would take denormal slow paths."""
     import mxnet as mx
-    loaded = _load(row['name'], root)
+    loaded = load_model(row['name'], root=root)
     if loaded.weights:
         return loaded.net
     net = loaded.net

@@ -19,7 +19,7 @@ from nas.errors import DataError, QuantizationError
 __all__ = ['CalibrationReader', 'ArrayReader', 'open_reader', 'read_batches', 'ProgressIter',
            'MXNET_CALIB_MODES', 'ORT_CALIB_METHODS', 'check_choice']
 
-_log = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 MXNET_CALIB_MODES = ('naive', 'entropy')  # min/max and KL thresholds (SPEC §7)
 ORT_CALIB_METHODS = ('minmax', 'entropy', 'percentile')

@@ -38,7 +38,7 @@ from .report import LayerQuant, QuantReport, match_layers, report_json, sidecar_
 __all__ = ['QUANTIZED_DTYPES', 'quantize_mxnet', 'prepare_mxnet', 'save_mxnet_int8',
            'load_mxnet_int8', 'conv_groups']
 
-_log = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 QUANTIZED_DTYPES = ('int8', 'uint8', 'auto')
 _FUSED_CONV = '_sg_mkldnn_conv'
@@ -76,12 +76,12 @@ def quantize_mxnet(net, reader, input_shape, calib_mode='naive', exclude=(),
     owner = {op: fused for fused, (members, _) in groups.items() for op in members}
     exclude_names = sorted({owner.get(name, name) for name in reasons})
     num_images = sum(len(batch) for batch in batches)
-    _log.info('quantizing to %s with %s calibration on %d images; FP32: %s', quantized_dtype,
+    log.info('quantizing to %s with %s calibration on %d images; FP32: %s', quantized_dtype,
               calib_mode, num_images, ', '.join(exclude_names) or 'nothing')
     try:
         qnet = quantize_net_v2(merged, quantized_dtype=quantized_dtype,
                                exclude_layers=exclude_names, calib_mode=calib_mode,
-                               calib_data=ProgressIter(batches, on_batch), ctx=ctx, logger=_log)
+                               calib_data=ProgressIter(batches, on_batch), ctx=ctx, logger=log)
     except mx.base.MXNetError as err:
         raise QuantizationError('MXNet cannot quantize this network: %s'
                                 % error_reason(err)) from err
@@ -239,7 +239,7 @@ def save_mxnet_int8(qnet, prefix, report):
         mx.nd.save(params_temp, tagged)
         with open(sidecar_temp, 'w') as handle:
             handle.write(report_json(report, paths[:2]))
-    _log.info('wrote %s', ', '.join(paths))
+    log.info('wrote %s', ', '.join(paths))
     return paths
 
 

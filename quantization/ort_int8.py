@@ -33,7 +33,7 @@ from .report import LayerQuant, QuantReport, match_layers, report_json, sidecar_
 __all__ = ['ACTIVATION_TYPES', 'WEIGHT_TYPES', 'QUANT_FORMATS', 'quantize_ort', 'load_onnx',
            'model_input']
 
-_log = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 ACTIVATION_TYPES = ('uint8', 'int8')
 WEIGHT_TYPES = ('int8', 'uint8')
@@ -134,7 +134,7 @@ def quantize_ort(onnx_in, onnx_out, reader, calibrate='minmax', per_channel=True
             handle.write(data)
         with open(sidecar_temp, 'w') as handle:
             handle.write(report_json(report, paths[:1]))
-    _log.info('wrote %s: %d of %d convs int8', onnx_out, report.num_int8_convs, report.num_convs)
+    log.info('wrote %s: %d of %d convs int8', onnx_out, report.num_int8_convs, report.num_convs)
     return report
 
 
@@ -155,7 +155,7 @@ def _rebatch(batches, batch_size):
                                 'images were given; give at least %d'
                                 % (batch_size, len(images), batch_size))
     if count < len(images):
-        _log.warning('calibrating on %d of %d images (whole batches of %d)', count, len(images),
+        log.warning('calibrating on %d of %d images (whole batches of %d)', count, len(images),
                      batch_size)
     return [images[i:i + batch_size] for i in range(0, count, batch_size)]
 

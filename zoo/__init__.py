@@ -3,8 +3,8 @@ import nas  # noqa: F401  (clear error when MXNet is missing)
 from .registry import (ModelCard, get_model, list_models, get_card, register_model,
                        user_zoo_dir, import_weights)
 from .store import get_model_file, purge, default_root
-from .loading import PRETRAINED, LoadedModel, load_model
+from .loading import PRETRAINED, RANDOM, LoadedModel, load_model
 
 __all__ = ['ModelCard', 'get_model', 'list_models', 'get_card', 'register_model',
            'user_zoo_dir', 'import_weights', 'get_model_file', 'purge', 'default_root',
-           'PRETRAINED', 'LoadedModel', 'load_model']
+           'PRETRAINED', 'RANDOM', 'LoadedModel', 'load_model']

@@ -20,10 +20,11 @@ from nas.space import Arch
 from . import store
 from .registry import build_from_card, get_card, list_models
 
-__all__ = ['PRETRAINED', 'LoadedModel', 'load_model']
+__all__ = ['PRETRAINED', 'RANDOM', 'LoadedModel', 'load_model']
 
-_log = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 PRETRAINED = 'pretrained'
+RANDOM = 'random'  # asked for on purpose (counting, timing): no warning
 _GLUONCV_INPUT_SIZE = 224
 _MICRONET_REFERENCE = 'mobilenetv2_1.4'  # not in gluoncv's name list, built by width
 
@@ -48,8 +49,8 @@ def load_model(model, weights=None, root=None, classes=None, input_size=None, ct
 
     ``weights``: None uses the store's verified weights of a zoo name when the store has them,
     else random weights (logged as a warning naming the model); ``'pretrained'`` requires the
-    store's weights; a path loads that ``.params`` file after checking every tensor against the
-    architecture. ``classes`` / ``input_size`` override the architecture's; ``root`` is the model
+    store's weights; ``'random'`` asks for random weights on purpose (no warning); a path loads
+    that ``.params`` file after checking every tensor against the architecture. ``classes`` / ``input_size`` override the architecture's; ``root`` is the model
     store and user zoo (default ``$MXNET_HOME/models``); ``onnx=True`` accepts an ``.onnx`` file,
     returned as a path since it carries its own weights.
     """
@@ -63,10 +64,11 @@ def load_model(model, weights=None, root=None, classes=None, input_size=None, ct
         load_params_checked(net, path, ctx=ctx)
     else:
         net.initialize(ctx=ctx)
+    if not path and weights != RANDOM:
         hint = ('none given and none in the model store; give --params FILE (Python: weights='
                 'FILE) or store them with nas-zoo import %s FILE' % model if card is not None
                 else 'none given; give --params FILE (Python: weights=FILE)')
-        _log.warning('random weights for %s: %s', model, hint)
+        log.warning('random weights for %s: %s', model, hint)
     space = card.space if card is not None else arch.space if arch is not None else None
     size = input_size or (space.input_size if space is not None else _GLUONCV_INPUT_SIZE)
     return LoadedModel(model, net, arch, path, size)
@@ -115,6 +117,8 @@ def _gluoncv_model(name, classes):
 
 def _weights_file(model, weights, root, in_zoo):
     """The weights file to load for ``weights`` (see ``load_model``), or None for random."""
+    if weights == RANDOM:
+        return None
     if weights is None:
         # an entry that is absent means random weights; a corrupt or missing file still fails
         return store.get_model_file(model, root) if in_zoo and store.has_weights(model, root) \
