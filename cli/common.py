@@ -63,15 +63,6 @@ class Group(_OneLineErrors, click.Group):
     command_class = Command
 
 
-def handle_errors(func):
-    """The same conversion around a single callback (commands built on ``Command`` have it)."""
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        with _one_line():
-            return func(*args, **kwargs)
-    return wrapper
-
-
 def weights_options(func):
     """``--params FILE`` / ``--pretrained``, passed to the command as the one ``weights``
     argument of ``zoo.load_model``; with neither, the store's weights when it has the model's,

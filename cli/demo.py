@@ -3,7 +3,7 @@ import json
 
 import click
 
-from cli.common import AMOUNT, COUNT, INPUT_SIZE, SEED, Command, handle_errors
+from cli.common import AMOUNT, COUNT, INPUT_SIZE, SEED, Command
 from cli.demo_pipeline import DemoConfig, run_demo
 
 
@@ -25,7 +25,6 @@ from cli.demo_pipeline import DemoConfig, run_demo
 @click.option('--population', type=COUNT, default=DemoConfig.population, show_default=True)
 @click.option('--generations', type=COUNT, default=DemoConfig.generations, show_default=True)
 @click.option('--seed', type=SEED, default=DemoConfig.seed, show_default=True)
-@handle_errors
 def main(out_dir, data, input_size, supernet_epochs, subnet_epochs, max_flops, mode,
          population, generations, seed):
     """Train a supernet, search it under a FLOPs limit, train the winner, register it, merge BN,

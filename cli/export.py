@@ -4,8 +4,7 @@ import os
 
 import click
 
-from cli.common import (BATCH, INPUT_SIZE, Command, handle_errors, root_option,
-                        weights_options)
+from cli.common import BATCH, INPUT_SIZE, Command, root_option, weights_options
 from nas.errors import ExportError
 
 _SIZE_MULTIPLE = 32  # five stride-2 stages (SPEC §1.1)
@@ -55,7 +54,6 @@ def _shape(shape):
               help='--mxnet: write the deployment graph (channel shuffle in the weights, oneDNN '
                    'fusion); --no-optimize writes the graph as traced.')
 @root_option
-@handle_errors
 def main(onnx_model, mxnet_model, output, weights, input_size, batch_size,
          dynamic_batch, opset, merge_bn, shuffle_form, channel_block, optimize, root):
     """Export a model for deployment (MODEL: zoo name, user-zoo name or architecture JSON)."""

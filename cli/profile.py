@@ -2,7 +2,7 @@
 import click
 from tqdm import tqdm
 
-from cli.common import (BATCH, COUNT, INPUT_SIZE, OFF_OR_COUNT, THREADS, Command, handle_errors,
+from cli.common import (BATCH, COUNT, INPUT_SIZE, OFF_OR_COUNT, THREADS, Command,
                         weights_options)
 from nas.errors import ProfilingError
 from nas.space import SearchSpace, LAYOUTS
@@ -64,7 +64,6 @@ def _int_list(text):
 @click.option('--blocks', default=None, help='Latency table: only these block choices.')
 @click.option('--channels', default=None, help='Latency table: only these channel choices.')
 @click.option('--quiet', is_flag=True, help='No progress bar.')
-@handle_errors
 def main(model, latency_table, runtime, precision, chunks, calibration, batch_size, input_size,
          threads, runs, warmup, json_path, csv_path, plot_path, output, resume, use_se,
          last_conv_after_pooling, layout, classes, positions, blocks, channels, quiet, weights):

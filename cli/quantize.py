@@ -3,7 +3,7 @@ import json
 
 import click
 
-from cli.common import (BATCH, COUNT, INPUT_SIZE, Command, handle_errors, json_option,
+from cli.common import (BATCH, COUNT, INPUT_SIZE, Command, json_option,
                         root_option, weights_options)
 from nas.errors import QuantizationError
 from quantization.calib import MXNET_CALIB_MODES, ORT_CALIB_METHODS
@@ -73,7 +73,6 @@ class _Progress:
 @root_option
 @json_option
 @click.option('--quiet', is_flag=True, help='No progress bar.')
-@handle_errors
 def main(model, backend, calib_data, output, weights, input_size, num_calib, calib_mode, calibrate,
          exclude, keep_first_last, per_channel, activation_type, weight_type, quant_format,
          quantized_dtype, batch_size, opset, eval_data, eval_images, root, as_json, quiet):

@@ -4,8 +4,7 @@ import json
 
 import click
 
-from cli.common import (INPUT_SIZE, Group, handle_errors, json_option, root_option,
-                        weights_options)
+from cli.common import INPUT_SIZE, Group, json_option, root_option, weights_options
 from nas.atomic import write_csv
 from nas.counting import count_model
 from quantization.report import read_record
@@ -58,7 +57,6 @@ def _shape_text(shape):
 @click.option('--per-layer', is_flag=True, help='Print every counted layer.')
 @click.option('--csv', 'csv_path', type=click.Path(dir_okay=False, writable=True),
               default=None, help='Write the per-layer table to this CSV file.')
-@handle_errors
 def flops_command(model, weights, input_size, root, as_json, per_layer, csv_path):
     """FLOPs (multiply-accumulates + bias and pooling adds) and params of MODEL (SPEC §6.1)."""
     net, shape = _load(model, weights, input_size, root)
@@ -93,7 +91,6 @@ def flops_command(model, weights, input_size, root, as_json, per_layer, csv_path
 @click.option('--ref', default='SinglePathOneShot', show_default=True,
               help='Comparison model: %s.' % ', '.join(REFERENCE_MODELS))
 @json_option
-@handle_errors
 def normalized_command(model, weights, input_size, root, ref, as_json):
     """Σ = FLOPs/F_ref + params/P_ref of MODEL from exact counts (SPEC §6.3)."""
     net, shape = _load(model, weights, input_size, root)
@@ -139,7 +136,6 @@ def normalized_command(model, weights, input_size, root, ref, as_json):
               help='A *.quant.json written by nas-quantize (e.g. of an MXNet INT8 export): score '
                    'MODEL, the float model it was made from, at the bit widths it records.')
 @json_option
-@handle_errors
 def micronet_command(model, weights, input_size, root, bits, count_shuffle, convention,
                      quant_record, as_json):
     """MicroNet challenge score of MODEL: params/6.9M + (mults + adds)/1170M (SPEC §6.4)."""

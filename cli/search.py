@@ -5,7 +5,7 @@ import os
 import click
 
 from cli.common import (AMOUNT, BATCH, COUNT, OFF_OR_COUNT, POSITIVE, PROBABILITY, SEED, Command,
-                        handle_errors, root_option)
+                        root_option)
 from nas.errors import SearchError
 from nas.constraints import Constraints
 from nas.normalized import REFERENCE_MODELS
@@ -75,7 +75,6 @@ def _micronet_callable(space, bits):
 @root_option
 @click.option('-o', '--out', 'out_dir', required=True, type=click.Path())
 @click.option('--resume', is_flag=True, help='Continue the search in OUT.')
-@handle_errors
 def main(run_dir, strategy, space_mode, max_flops, max_params, max_latency_ms, latency_table,
          runtime, max_micronet, micronet_bits, reference, max_combined, max_flop_ratio,
          max_param_ratio, fitness, balance_r, count_illegal, population, generations, elite,

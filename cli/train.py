@@ -6,7 +6,7 @@ import click
 import mxnet as mx
 
 from cli.common import (AMOUNT, BATCH, COUNT, INPUT_SIZE, NON_NEGATIVE, OFF_OR_COUNT,
-                        POSITIVE, SEED, Group, Real, handle_errors, root_option)
+                        POSITIVE, SEED, Group, Real, root_option)
 from nas.data import open_dataset
 from nas.errors import TrainingError
 from nas.sampler import CostBox, MODES, SAMPLERS
@@ -129,7 +129,6 @@ def _report(result, weights):
                    '--register) or an architecture JSON.')
 @root_option
 @_common
-@handle_errors
 def subnet_command(arch, root, **opts):
     """Train a fixed subnet from scratch; writes RUN_DIR/model.params and arch.json."""
     train_set, val_set, input_size = _datasets(opts['data'], opts['input_size'], opts['seed'])
@@ -178,7 +177,6 @@ def _resolve_arch(text, root=None):
 @click.option('--recal-images', type=COUNT, default=20000, show_default=True,
               help='BN recalibration budget per validated path.')
 @_common
-@handle_errors
 def supernet_command(mode, sampler_kind, max_flops, min_flops, max_params, min_params,
                      fixed_blocks, fixed_channels, epoch_start_cs, cs_warmup, ignore_first_two,
                      use_se, last_conv_after_pooling, layout, **opts):

@@ -3,7 +3,7 @@ import json
 
 import click
 
-from cli.common import COUNT, THREADS, Group, handle_errors, json_option, root_option
+from cli.common import COUNT, THREADS, Group, json_option, root_option
 from nas.space import Arch
 from zoo import registry, store
 
@@ -17,7 +17,6 @@ def main():
 @click.argument('pattern', required=False)
 @json_option
 @root_option
-@handle_errors
 def list_command(pattern, as_json, root):
     """List models, optionally filtered by a wildcard PATTERN (e.g. 'oneshot*')."""
     names = registry.list_models(pattern, root=root)
@@ -33,7 +32,6 @@ def list_command(pattern, as_json, root):
 @click.argument('name')
 @json_option
 @root_option
-@handle_errors
 def info_command(name, as_json, root):
     """Show the model card of NAME: choices, flags, FLOPs, params, published accuracy."""
     info = registry.model_info(name, root=root)
@@ -48,7 +46,6 @@ def info_command(name, as_json, root):
 @click.argument('name')
 @click.argument('file', type=click.Path(dir_okay=False))
 @root_option
-@handle_errors
 def import_command(name, file, root):
     """Check FILE against the architecture of NAME and add it to the weight store."""
     path = registry.import_weights(name, file, root=root)
@@ -61,7 +58,6 @@ def import_command(name, file, root):
 @click.option('--description', default='', help='One line about the model.')
 @click.option('--overwrite', is_flag=True, help='Replace an existing user model.')
 @root_option
-@handle_errors
 def register_command(name, arch_file, description, overwrite, root):
     """Register the architecture JSON ARCH_FILE as user model NAME."""
     path = registry.register_model(name, Arch.load(arch_file), root=root,
@@ -71,7 +67,6 @@ def register_command(name, arch_file, description, overwrite, root):
 
 @main.command('repair')
 @root_option
-@handle_errors
 def repair_command(root):
     """Rebuild the weight store's manifest from the stored files (their names carry their sha1)."""
     manifest, skipped = store.repair(root)
@@ -84,7 +79,6 @@ def repair_command(root):
 
 @main.command('purge')
 @root_option
-@handle_errors
 def purge_command(root):
     """Delete every stored weight file and the manifest."""
     store.purge(root)
@@ -105,7 +99,6 @@ def purge_command(root):
 @click.option('--runs', type=COUNT, default=20, show_default=True,
               help='--measure: timed runs per model and batch size.')
 @root_option
-@handle_errors
 def page_command(pattern, out_dir, results, measure, threads, runs, root):
     """Write a static HTML page of every model (or those matching PATTERN) with its figures."""
     from tqdm import tqdm
