@@ -58,7 +58,8 @@ _SORT_JS = """
 
 # the runtimes of a benchmark result (bench/run_all.py) in the table's order, with their labels
 RUNTIME_LABELS = {'ort_fp32': 'ORT FP32', 'ort_int8': 'ORT INT8', 'mxnet': 'MXNet',
-                  'mxnet_merged_bn': 'MXNet merged BN', 'mxnet_int8': 'MXNet INT8'}
+                  'mxnet_merged_bn': 'MXNet merged BN', 'mxnet_deploy': 'MXNet deployment graph',
+                  'mxnet_int8': 'MXNet INT8'}
 
 
 def _runtimes(rows):
