@@ -19,13 +19,9 @@ def main():
 @root_option
 def list_command(pattern, as_json, root):
     """List models, optionally filtered by a wildcard PATTERN (e.g. 'oneshot*')."""
-    names = registry.list_models(pattern, root=root)
-    if as_json:
-        click.echo(json.dumps([registry.get_card(n, root).to_dict() for n in names], indent=2))
-        return
-    for name in names:
-        card = registry.get_card(name, root)
-        click.echo('%-20s %-8s %s' % (name, card.source, card.description))
+    cards = [registry.get_card(name, root) for name in registry.list_models(pattern, root=root)]
+    _show(as_json, [card.to_dict() for card in cards],
+          ['%-20s %-8s %s' % (card.name, card.source, card.description) for card in cards])
 
 
 @main.command('info')
@@ -35,11 +31,12 @@ def list_command(pattern, as_json, root):
 def info_command(name, as_json, root):
     """Show the model card of NAME: choices, flags, FLOPs, params, published accuracy."""
     info = registry.model_info(name, root=root)
-    if as_json:
-        click.echo(json.dumps(info, indent=2))
-        return
-    for key, value in info.items():
-        click.echo('%-24s %s' % (key, value))
+    _show(as_json, info, ['%-24s %s' % item for item in info.items()])
+
+
+def _show(as_json, data, lines):
+    if as_json or lines:
+        click.echo(json.dumps(data, indent=2) if as_json else '\n'.join(lines))
 
 
 @main.command('import')
