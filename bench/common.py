@@ -66,8 +66,8 @@ def unit_scale_net(name, size):
     """The zoo or gluoncv net ``name`` with Xavier weights and randomised BN statistics, and its
     counts at ``size``. Speed does not depend on weight values, but default BN statistics with
     tiny activations would hit denormal slow paths that trained weights never see."""
-    from zoo import load_model
-    net = load_model(name).net
+    from zoo import RANDOM, load_model
+    net = load_model(name, RANDOM).net
     net(mx.nd.zeros((1, 3, size, size)))  # gluoncv layers infer their shapes on the first call
     mx.random.seed(0)
     net.initialize(mx.init.Xavier(rnd_type='gaussian', factor_type='in', magnitude=2),
