@@ -60,6 +60,7 @@ CHILDREN = {
     'train': ('bench_train.py', [], 'results_train.json'),
     'predictor': ('bench_latency_predictor.py', [], 'results_latency.json'),
     'search': ('bench_search.py', [], 'results_search.json'),
+    'latency_search': ('bench_latency_search.py', [], 'results_latency_search.json'),
 }
 
 
@@ -254,6 +255,8 @@ def _child_goals(children):
                          'met': None})
         elif name == 'predictor':
             rows += _predictor_goals(found)
+        elif name == 'latency_search':
+            rows += _latency_search_goals(found)
         elif name == 'search':
             genetic, random = found['genetic_mean_best_top1'], found['random_mean_best_top1']
             rows.append({'issue': 9, 'goal': 'genetic vs random search, best top-1 at equal '
@@ -295,6 +298,21 @@ def _predictor_goals(found):
                      'target': '>= 90 % vs below', 'raw': value,
                      'value': '%.0f %% vs %.0f %%' % (100 * value[0], 100 * value[1]),
                      'met': bool(value[0] >= 0.9 and value[1] < 0.9)})
+    return rows
+
+
+def _latency_search_goals(found):
+    """Issue #15: the top-k winners of a latency-limited search, measured against the limit
+    within the noise floor (the same winner measured twice), one row per space."""
+    rows = []
+    for name, result in found['spaces'].items():
+        score = result['winners_score']
+        rows.append(_goal(15, '%s: latency-limited winners under the limit (%.3f ms) within the '
+                              'noise floor (%.1f %%), %d winners, predicted/measured %.2f' % (
+                                  name, result['limit_ms'], 100 * result['noise_floor']['mean_abs'],
+                                  score['count'], score['predicted_over_measured']['mean']),
+                          '>= 95 %', score['under_limit_within_noise'],
+                          score['under_limit_within_noise'] >= 0.95, '%.0f %%', 100))
     return rows
 
 

@@ -1,0 +1,257 @@
+"""Latency-limited search end to end (issue #15): do the winners of a search under a latency
+limit really run under it once deployed?
+
+For each space -- ``digits32``: OneShot SE+ at 32 px with a supernet trained briefly on the
+embedded digits (as the demo trains it), and ``random224``: the same space at 224 px with
+random weights (speed does not depend on weight values) -- this bench
+
+1. measures a latency table (onnxruntime FP32, batch 1, 2 threads) restricted to what a
+   channel search over OneShot-S+'s blocks can draw (20 positions x 10 widths), with its
+   correction fitted on ``--calibration`` whole subnets;
+2. loads it as ``nas-search --latency-table`` does (``profiling.verify.latency_predictor``:
+   fresh probe) and sets the limit at the ``--percentile``-th percentile of the predictions of
+   ``--draws`` random subnets of the searched space;
+3. runs the library search the command runs (``nas.search_run.search_supernet``, genetic,
+   channel mode) under ``Constraints(max_latency_ms=limit)``;
+4. verifies the top-k winners as ``--verify-latency`` does (``profiling.verify.verify_winners``:
+   each exported and timed, interleaved with the probe), and the same for the ``--near`` legal
+   candidates closest to the limit (a random-weight search ranks winners by chance, so those
+   are the harder test);
+5. times the first ``--repeat`` winners a second time: the noise floor.
+
+A subnet counts as under the limit within the noise floor when its measured median is at most
+limit x (1 + noise floor). Writes ``--out`` (default bench/results_latency_search.json). It
+never asserts.
+
+    python bench/bench_latency_search.py [--spaces digits32 random224] [--quick]
+"""
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import mxnet as mx  # noqa: E402
+import numpy as np  # noqa: E402
+
+from nas.atomic import save_params, write_json, write_text  # noqa: E402
+from nas.constraints import Constraints  # noqa: E402
+from nas.data import open_dataset  # noqa: E402
+from nas.network import OneShotNet  # noqa: E402
+from nas.sampler import UniformSampler  # noqa: E402
+from nas.search import SearchConfig  # noqa: E402
+from nas.search_run import search_supernet  # noqa: E402
+from nas.space import Arch, SearchSpace, NUM_POSITIONS, NUM_SCALES  # noqa: E402
+from nas.train import TrainConfig, train_supernet  # noqa: E402
+from profiling.deploy import measure_deployed  # noqa: E402
+from profiling.latency_table import measure_latency_table, predict_latency  # noqa: E402
+from profiling.timing import cpu_model  # noqa: E402
+from profiling.verify import latency_predictor, verify_winners  # noqa: E402
+from zoo.registry import get_card  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+BLOCKS = get_card('oneshot_s_plus').arch.blocks  # the channel search's frozen blocks
+SPACES = {'digits32': 32, 'random224': 224}  # digits32 trains its supernet, random224 does not
+RUNTIME = 'onnxruntime'
+DRAW_SEED = 3  # the random subnets that set the limit (the table calibrates on other ones)
+
+
+def score(records, limit_ms, noise):
+    """How the measured winners stand against the limit: shares strictly under it, under it
+    within the noise floor (median <= limit x (1 + noise)), not flagged by the verification;
+    the worst measured / limit; predicted / measured (> 1: the table overestimates)."""
+    measured = np.array([r['median_ms'] for r in records], dtype=float)
+    predicted = np.array([r['predicted_ms'] for r in records], dtype=float)
+    ratio = predicted / measured
+    return {'count': len(records),
+            'under_limit': float(np.mean(measured <= limit_ms)),
+            'under_limit_within_noise': float(np.mean(measured <= limit_ms * (1 + noise))),
+            'not_flagged': float(np.mean([not r['over_limit'] for r in records])),
+            'worst_measured_over_limit': float(measured.max() / limit_ms),
+            'mean_measured_over_limit': float(measured.mean() / limit_ms),
+            'predicted_over_measured': {'mean': float(ratio.mean()), 'min': float(ratio.min()),
+                                        'max': float(ratio.max())}}
+
+
+def channel_archs(space, count, seed):
+    """``count`` random subnets of the channel search: OneShot-S+'s blocks, random widths."""
+    rng = np.random.RandomState(seed)
+    return [Arch(BLOCKS, tuple(rng.randint(0, NUM_SCALES, NUM_POSITIONS)), space)
+            for _ in range(count)]
+
+
+def trained_supernet(space, run_dir, args):
+    """The demo's supernet recipe on the digits, for ``args.epochs`` epochs."""
+    sampler = UniformSampler(space, mode='channel', seed=0, fixed_blocks=BLOCKS)
+    config = TrainConfig(epochs=args.epochs, batch_size=32, lr=0.05, wd=4e-5, warmup_epochs=0.5,
+                         recal_images=64)
+    return train_supernet(space, open_dataset('digits', 'train', space.input_size), None,
+                          run_dir, config, sampler=sampler).val_top1
+
+
+def random_supernet(space, run_dir):
+    """A run directory as nas-train supernet writes it, holding a randomly initialised
+    supernet (one pass through all four blocks gives every parameter its shape)."""
+    net = OneShotNet(space=space)
+    net.initialize()
+    net.use_all_blocks = True
+    net(mx.nd.zeros((1, 3, space.input_size, space.input_size)), BLOCKS)
+    os.makedirs(run_dir, exist_ok=True)
+    save_params(net, os.path.join(run_dir, 'supernet.params'))
+    write_text(os.path.join(run_dir, 'space.json'), json.dumps(dataclasses.asdict(space)))
+
+
+def bench_space(name, args, work):
+    size = SPACES[name]
+    space = SearchSpace(use_se=True, last_conv_after_pooling=True, input_size=size, classes=10)
+    folder = os.path.join(work, name)
+    run_dir = os.path.join(folder, 'supernet')
+    seconds = {}
+    start = time.time()
+    supernet_top1 = None
+    if name == 'digits32':
+        supernet_top1 = trained_supernet(space, run_dir, args)
+    else:
+        random_supernet(space, run_dir)
+    seconds['supernet'] = time.time() - start
+
+    start = time.time()
+    table_path = os.path.join(folder, 'latency_table.json')
+    entries = [(p, BLOCKS[p], c) for p in range(NUM_POSITIONS) for c in range(NUM_SCALES)]
+    measure_latency_table(space, runtime=RUNTIME, threads=args.threads, entries=entries,
+                          calibration=args.calibration, path=table_path, **args.table_timing)
+    seconds['table'] = time.time() - start
+    predictor = latency_predictor(table_path, RUNTIME, space)  # as nas-search loads it
+    drawn = [predictor(arch) for arch in channel_archs(space, args.draws, DRAW_SEED)]
+    limit = float(np.percentile(drawn, args.percentile))
+
+    start = time.time()
+    out_dir = os.path.join(folder, 'search')
+    config = SearchConfig(strategy='genetic', space='channel', population=args.population,
+                          generations=args.generations, elite=max(2, args.population // 4),
+                          top_k=args.top_k, seed=0, fixed_blocks=BLOCKS)
+    top, summary = search_supernet(
+        run_dir, out_dir, config, Constraints(max_latency_ms=limit), data='digits',
+        batch_size=args.batch_size, recalib_batches=args.recalib_batches,
+        val_batches=args.val_batches, latency=predictor, latency_floor=predictor.floor(space))
+    seconds['search'] = time.time() - start
+
+    start = time.time()
+    winners = verify_winners(out_dir, space, predictor, limit, **args.timing)
+    with open(os.path.join(out_dir, 'candidates.json')) as handle:
+        ranked = sorted(json.load(handle), key=lambda c: -c['costs']['latency_ms'])
+    top_archs = {c.arch for c in top}
+    near_archs = [c['arch'] for c in ranked if c['arch'] not in top_archs][:args.near]
+    near_dir = os.path.join(folder, 'near_limit')
+    os.makedirs(near_dir, exist_ok=True)
+    write_json(os.path.join(near_dir, 'topk.json'), [{'arch': a} for a in near_archs])
+    near = verify_winners(near_dir, space, predictor, limit, **args.timing) if near_archs else []
+    winner_archs = [Arch.parse(c.arch, space) for c in top]
+    again = measure_deployed(
+        ((_net(arch), (1, 3, size, size)) for arch in winner_archs[:args.repeat]),
+        RUNTIME, 'fp32', args.threads, **args.timing)
+    noise = [abs(m.timing.median_ms - r['median_ms']) / r['median_ms']
+             for m, r in zip(again, winners)]
+    noise_floor = float(np.mean(noise))
+    seconds['verify'] = time.time() - start
+
+    def rows(archs, records):
+        return [dict(arch=str(arch), predicted_ms=r['predicted_ms'],
+                     predicted_uncorrected_ms=predict_latency(predictor.table, arch,
+                                                              predictor.probe_ms, correct=False),
+                     median_ms=r['median_ms'], min_ms=r['min_ms'], spread=r['spread'],
+                     probe_ms=r['probe_ms'], over_limit=r['over_limit'])
+                for arch, r in zip(archs, records)]
+    near_parsed = [Arch.parse(a, space) for a in near_archs]
+    result = {
+        'input_size': size, 'space': space.key(),
+        'supernet': 'trained on digits, %d epochs (sampled-path top-1 %s)' % (
+            args.epochs, supernet_top1) if name == 'digits32' else 'random weights',
+        'table': {'entries': len(entries), 'calibration': args.calibration,
+                  'correction': {k: predictor.table['correction'][k]
+                                 for k in ('model', 'slope', 'intercept', 'residuals',
+                                           'loo_error')}
+                  if predictor.table.get('correction') else None,
+                  'probe_ms_build': predictor.table['config']['probe']['median_ms'],
+                  'probe_ms_search': predictor.probe_ms},
+        'limit_ms': limit, 'limit_percentile': args.percentile,
+        'random_subnets_predicted_ms': {'min': float(min(drawn)), 'median': float(np.median(drawn)),
+                                        'max': float(max(drawn)), 'count': len(drawn)},
+        'search': {'evaluated': summary['evaluated'], 'best_top1': summary['best_top1']},
+        'noise_floor': {'mean_abs': noise_floor, 'max_abs': float(np.max(noise)),
+                        'subnets': len(noise)},
+        'winners': rows(winner_archs, winners),
+        'near_limit': rows(near_parsed, near),
+        'winners_score': score(winners, limit, noise_floor),
+        'near_limit_score': score(near, limit, noise_floor) if near else None,
+        'seconds': seconds,
+    }
+    s = result['winners_score']
+    print('%-9s limit %.3f ms (p%d of %d random subnets); %d winners: %.0f %% under the limit '
+          'within the noise floor %.1f %% (%.0f %% strictly), worst measured/limit %.2f, '
+          'predicted/measured %.2f; near-limit: %s' % (
+              name, limit, args.percentile, len(drawn), s['count'],
+              100 * s['under_limit_within_noise'], 100 * noise_floor, 100 * s['under_limit'],
+              s['worst_measured_over_limit'], s['predicted_over_measured']['mean'],
+              '%.0f %% under within noise, worst %.2f' % (
+                  100 * result['near_limit_score']['under_limit_within_noise'],
+                  result['near_limit_score']['worst_measured_over_limit'])
+              if near else '-'), flush=True)
+    return result
+
+
+def _net(arch):
+    net = OneShotNet(arch)
+    net.initialize()
+    return net
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--spaces', nargs='+', default=list(SPACES), choices=list(SPACES))
+    parser.add_argument('--epochs', type=int, default=2, help='digits32 supernet training')
+    parser.add_argument('--calibration', type=int, default=6)
+    parser.add_argument('--percentile', type=float, default=40.0)
+    parser.add_argument('--draws', type=int, default=200)
+    parser.add_argument('--population', type=int, default=12)
+    parser.add_argument('--generations', type=int, default=3)
+    parser.add_argument('--top-k', type=int, default=5)
+    parser.add_argument('--near', type=int, default=5)
+    parser.add_argument('--repeat', type=int, default=3)
+    parser.add_argument('--batch-size', type=int, default=32)
+    parser.add_argument('--recalib-batches', type=int, default=2)
+    parser.add_argument('--val-batches', type=int, default=2)
+    parser.add_argument('--threads', type=int, default=2)
+    parser.add_argument('--table-runs', type=int, default=12,
+                        help='per table entry (warmup 3, 3 chunks), as bench_latency_predictor')
+    parser.add_argument('--runs', type=int, default=20,
+                        help='per verified subnet (warmup 5, 4 chunks: --verify-latency)')
+    parser.add_argument('--quick', action='store_true',
+                        help='smoke run: digits32 only, 1 epoch, few runs and candidates')
+    parser.add_argument('--out', default=os.path.join(HERE, 'results_latency_search.json'))
+    args = parser.parse_args()
+    if args.quick:
+        args.spaces, args.epochs, args.calibration = ['digits32'], 1, 3
+        args.population, args.generations, args.top_k, args.near, args.repeat = 4, 1, 2, 2, 2
+        args.table_runs, args.runs, args.val_batches = 4, 8, 1
+    args.table_timing = dict(runs=args.table_runs, warmup=min(3, args.table_runs),
+                             chunks=min(3, args.table_runs))
+    args.timing = dict(runs=args.runs, warmup=5, chunks=4)
+    work = tempfile.mkdtemp(prefix='bench-latency-search-')
+    start = time.time()
+    results = {'config': dict({k: v for k, v in vars(args).items() if not k.endswith('timing')},
+                              cpu=cpu_model(), runtime=RUNTIME, precision='fp32', batch_size=1,
+                              load_average_before=os.getloadavg()), 'spaces': {}}
+    for name in args.spaces:
+        results['spaces'][name] = bench_space(name, args, work)
+    results['config'].update(load_average_after=os.getloadavg(), seconds=time.time() - start)
+    write_json(args.out, results, indent=2)
+    print('wrote %s in %.0f s' % (args.out, results['config']['seconds']))
+
+
+if __name__ == '__main__':
+    main()
