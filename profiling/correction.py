@@ -4,7 +4,10 @@ A network is one runtime call while the table sums 22 (the per-call cost is take
 entry, but reorders between blocks, cache effects and fusions across block boundaries are not).
 With K <= 10 calibration subnets measured whole, three models of ``measured`` (probe units)
 from ``predicted`` (the table's sum) are compared by leave-one-out relative error: none, a
-scale (``measured = a * predicted``) and a line (``a * predicted + b``); the best one is used.
+scale (``measured = a * predicted``) and a line (``a * predicted + b``); the best one is used,
+a line only when its slope is within a factor ``LINE_SLACK`` of the scale's: calibration
+subnets are of similar size, so on a busy machine a line can fit their noise with a slope near
+zero or below (a constant prediction, or one where the cheapest subnet is not predicted cheapest).
 """
 import numpy as np
 
@@ -13,6 +16,7 @@ from nas.errors import ProfilingError
 __all__ = ['MODELS', 'fit_correction', 'apply_correction']
 
 MODELS = ('none', 'scale', 'line')
+LINE_SLACK = 2.0
 
 
 def _fit(model, predicted, measured):
@@ -46,8 +50,11 @@ def fit_correction(predicted, measured):
             errors.append(abs(slope * predicted[left] + intercept - measured[left])
                           / measured[left])
         loo[model] = float(np.mean(errors))
-    model = min(MODELS, key=lambda m: (loo[m], MODELS.index(m)))  # ties: the simpler one
-    slope, intercept = _fit(model, predicted, measured)
+    fits = {model: _fit(model, predicted, measured) for model in MODELS}
+    ratio = fits['line'][0] / fits['scale'][0]
+    allowed = MODELS if 1 / LINE_SLACK <= ratio <= LINE_SLACK else MODELS[:2]
+    model = min(allowed, key=lambda m: (loo[m], MODELS.index(m)))  # ties: the simpler one
+    slope, intercept = fits[model]
     residuals = (slope * predicted + intercept - measured) / measured
     return {'model': model, 'slope': slope, 'intercept': intercept,
             'residuals': [float(r) for r in residuals], 'loo_error': loo,

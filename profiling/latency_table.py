@@ -3,11 +3,13 @@
 The table is indexed like the FLOPs lookup table (SPEC §6.2): ``input_block`` (stem),
 ``nas_block[position][block choice][channel choice]`` and ``output_block`` (tail, dropout,
 classifier). Each entry is one block written as the deployment command writes it
-(``profiling.deploy``) and timed with the table's runtime, precision, threads and batch size,
-interleaved with the reference probe (``profiling.timing``); it is stored in milliseconds and in
-probe units. Before every timed run the caches are flushed by the bytes the rest of a typical
-subnet reads, and the runtime's fixed cost per call is subtracted from every entry but the stem,
-so the sum counts it once. A correction fitted on whole calibration subnets
+(``profiling.deploy``) between the two 1x1 convolutions of ``profiling.deploy.Fed``, so that its
+channel shuffle is folded away as in a whole network, and timed with the table's runtime,
+precision, threads and batch size, interleaved with the reference probe (``profiling.timing``);
+it is stored in milliseconds and in probe units. Before every timed run the caches are flushed by
+the bytes the rest of a typical subnet reads. The time of those two convolutions alone (which
+includes the runtime's fixed cost per call) is subtracted from every block's entry and the cost
+per call from the head's, so the sum counts it once, in the stem. A correction fitted on whole calibration subnets
 (``profiling.correction``) covers what the sum still misses. A prediction is the corrected sum
 in probe units times a probe time: the build's, or a fresh one (``measure_probe``) when the
 machine is faster or slower now than when the table was built.
@@ -27,7 +29,7 @@ from nas.errors import ProfilingError
 from nas.network import OneShotNet
 from nas.space import Arch, SearchSpace, NUM_BLOCKS, NUM_POSITIONS, NUM_SCALES
 from .correction import apply_correction, fit_correction
-from .deploy import check_target, measure_deployed
+from .deploy import Fed, check_target, measure_deployed
 from .timing import WINDOW_S, check_counts, cpu_model, runtime_version
 
 __all__ = ['TABLE_KIND', 'table_entries', 'measure_latency_table', 'load_latency_table',
@@ -36,7 +38,7 @@ __all__ = ['TABLE_KIND', 'table_entries', 'measure_latency_table', 'load_latency
 log = logging.getLogger(__name__)
 
 TABLE_KIND = 'oneshot-nas latency table'
-TABLE_VERSION = 2
+TABLE_VERSION = 3  # 3: blocks timed fed (profiling.deploy.Fed)
 _FLOAT_BYTES = 4
 _CALIBRATION_SEED = 20260  # calibration subnets: never the benchmark's held-out ones
 _CHECKED = ('runtime', 'precision', 'threads', 'batch_size', 'input_size', 'space_key')
@@ -121,6 +123,9 @@ def measure_latency_table(space=None, runtime='onnxruntime', precision='fp32', t
                                       **dict(settings, precision='fp32'))
         config['call_overhead_ms'] = overhead.timing.median_ms
         config['call_overhead_units'] = overhead.units
+    blocks = _Blocks(space)
+    if config['feed_units'] is None:
+        _measure_feeds(config, blocks, batch_size, settings)
     # grouped by (block, channel): one network per group provides its 20 positions
     todo = sorted(missing_entries(table, entries), key=lambda e: (e[1], e[2], e[0]))
     parts = [(key, None) for key in ('input_block',) if table['latency_units'][key] is None] + \
@@ -130,19 +135,17 @@ def measure_latency_table(space=None, runtime='onnxruntime', precision='fp32', t
               len(entries) - len(todo))
     if progress is not None and hasattr(progress, 'reset'):  # tqdm: now the total is known
         progress.reset(total=len(parts))
-    blocks = _Blocks(space)
 
     def store(index, measurement):
         key, entry = parts[index]
-        keep = key != 'input_block'  # the stem's entry keeps the one call overhead
-        units = measurement.units - (config['call_overhead_units'] if keep else 0)
-        ms = measurement.timing.median_ms - (config['call_overhead_ms'] if keep else 0)
-        for name, value in (('latency_units', units), ('latency_ms', ms)):
-            if key is not None:
-                table[name][key] = max(0.0, value)
-            else:
-                p, b, c = entry
-                table[name]['nas_block'][p][b][c] = max(0.0, value)
+        # the stem keeps the one call overhead, the head loses it, a block its feed's time
+        less = ((0, 0) if key == 'input_block' else
+                (config['call_overhead_units'], config['call_overhead_ms']) if key else
+                (config['feed_units'][entry[0]], config['feed_ms'][entry[0]]))
+        for name, value, taken in (('latency_units', measurement.units, less[0]),
+                                   ('latency_ms', measurement.timing.median_ms, less[1])):
+            cells = table[name] if key else table[name]['nas_block'][entry[0]][entry[1]]
+            cells[key or entry[2]] = max(0.0, value - taken)
         config['probe']['samples_ms'].append(measurement.probe.median_ms)
         _update_probe(config['probe'])
         save()
@@ -170,12 +173,24 @@ def _new_table(space, runtime, precision, threads, batch_size, runs, warmup, chu
                    'batch_size': batch_size, 'input_size': space.input_size, 'cpu': cpu_model(),
                    'space_key': space.key(), 'space': dataclasses.asdict(space), 'runs': runs,
                    'warmup': warmup, 'chunks': chunks, 'window_s': WINDOW_S,
-                   'ort_spinning': False,
-                   'flush_bytes': _flush_bytes(space), 'call_overhead_ms': None,
-                   'call_overhead_units': None, 'build_seconds': 0.0,
+                   'ort_spinning': False, 'flush_bytes': _flush_bytes(space),
+                   'call_overhead_ms': None, 'call_overhead_units': None, 'feed_ms': None,
+                   'feed_units': None, 'build_seconds': 0.0,
                    'probe': {'median_ms': None, 'spread': None, 'samples_ms': []}},
         'latency_ms': grid(), 'latency_units': grid(), 'correction': None,
     }
+
+
+def _measure_feeds(config, blocks, batch_size, settings):
+    """Time ``Fed``'s convolutions alone (cache flushed as for the entries), once per input
+    shape of a position."""
+    shapes = [blocks.shape(position, batch_size) for position in range(NUM_POSITIONS)]
+    unique = sorted(set(shapes))
+    feeds = measure_deployed([(Fed(shape[1]), (batch_size, 1) + shape[2:]) for shape in unique],
+                             flush_bytes=config['flush_bytes'], group=NUM_POSITIONS, **settings)
+    by_shape = dict(zip(unique, feeds))
+    config['feed_ms'] = [by_shape[shape].timing.median_ms for shape in shapes]
+    config['feed_units'] = [by_shape[shape].units for shape in shapes]
 
 
 def _update_probe(probe):
@@ -247,8 +262,14 @@ class _Blocks:
             _, _, channels, _, height = self.layout[-1]  # the last unit keeps its input size
             return _Head(self.net(0, 0)), (batch_size, channels, height, height)
         position, block, channel = entry
+        shape = self.shape(position, batch_size)
+        return (Fed(shape[1], self.net(block, channel).units[position]),
+                (batch_size, 1) + shape[2:])
+
+    def shape(self, position, batch_size):
+        """The input shape of the unit at ``position``."""
         _, cin, _, _, height = self.layout[position]
-        return self.net(block, channel).units[position], (batch_size, cin, height, height)
+        return batch_size, cin, height, height
 
 
 @functools.lru_cache(maxsize=None)
