@@ -19,6 +19,11 @@ random weights (speed does not depend on weight values) -- this bench
    are the harder test);
 5. times the first ``--repeat`` winners a second time: the noise floor.
 
+Each verified subnet's record holds the prediction the search used (rescaled by the probe
+timed at search time, corrected), the same without the correction, and the prediction
+rescaled by the probe timed between the subnet's own chunks (what the table says for the
+machine as it was during the measurement), beside the measured median, min and spread.
+
 A subnet counts as under the limit within the noise floor when its measured median is at most
 limit x (1 + noise floor). Writes ``--out`` (default bench/results_latency_search.json). It
 never asserts.
@@ -55,7 +60,10 @@ from zoo.registry import get_card  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BLOCKS = get_card('oneshot_s_plus').arch.blocks  # the channel search's frozen blocks
-SPACES = {'digits32': 32, 'random224': 224}  # digits32 trains its supernet, random224 does not
+# digits32 trains its supernet; random224 keeps random weights, so the accuracy that ranks its
+# candidates is chance and one small batch without BN recalibration is all it evaluates
+SPACES = {'digits32': dict(input_size=32, batch_size=32, recalib_batches=2, val_batches=2),
+          'random224': dict(input_size=224, batch_size=8, recalib_batches=0, val_batches=1)}
 RUNTIME = 'onnxruntime'
 DRAW_SEED = 3  # the random subnets that set the limit (the table calibrates on other ones)
 
@@ -105,8 +113,53 @@ def random_supernet(space, run_dir):
     write_text(os.path.join(run_dir, 'space.json'), json.dumps(dataclasses.asdict(space)))
 
 
+def verified(folder, space, predictor, limit_ms, args):
+    """``verify_winners`` on ``folder/topk.json``, as nas-search --verify-latency runs it; the
+    winners as written back to topk.json: [(Arch, latency record)]."""
+    verify_winners(folder, space, predictor, limit_ms, **args.timing)
+    with open(os.path.join(folder, 'topk.json')) as handle:
+        return [(Arch.parse(w['arch'], space), w['latency']) for w in json.load(handle)]
+
+
+def near_limit(out_dir, folder, count):
+    """A topk.json in ``folder`` of the ``count`` evaluated candidates that are not winners and
+    are predicted closest to the limit (every evaluated candidate is legal); how many."""
+    with open(os.path.join(out_dir, 'topk.json')) as handle:
+        winners = {w['arch'] for w in json.load(handle)}
+    with open(os.path.join(out_dir, 'candidates.json')) as handle:
+        ranked = sorted(json.load(handle), key=lambda c: -c['costs']['latency_ms'])
+    os.makedirs(folder, exist_ok=True)
+    near = [{'arch': c['arch']} for c in ranked if c['arch'] not in winners][:count]
+    write_json(os.path.join(folder, 'topk.json'), near)
+    return len(near)
+
+
+def noise_floor(winners, args, size):
+    """The first ``--repeat`` winners timed again: relative differences of the medians in ms
+    and in probe units (the latter is free of the machine's drift in between)."""
+    again = measure_deployed(((_net(arch), (1, 3, size, size)) for arch, _ in
+                              winners[:args.repeat]), RUNTIME, 'fp32', args.threads,
+                             **args.timing)
+    ms = [abs(m.timing.median_ms - r['median_ms']) / r['median_ms']
+          for m, (_, r) in zip(again, winners)]
+    units = [abs(m.units * r['probe_ms'] / r['median_ms'] - 1) for m, (_, r) in zip(again, winners)]
+    return {'mean_abs': float(np.mean(ms)), 'max_abs': float(np.max(ms)), 'subnets': len(ms),
+            'mean_abs_probe_units': float(np.mean(units))}
+
+
+def rows(pairs, predictor):
+    return [dict(arch=str(arch), predicted_ms=r['predicted_ms'],
+                 predicted_uncorrected_ms=predict_latency(predictor.table, arch,
+                                                          predictor.probe_ms, correct=False),
+                 predicted_at_measurement_ms=predict_latency(predictor.table, arch, r['probe_ms']),
+                 median_ms=r['median_ms'], min_ms=r['min_ms'], spread=r['spread'],
+                 probe_ms=r['probe_ms'], over_limit=r['over_limit'])
+            for arch, r in pairs]
+
+
 def bench_space(name, args, work):
-    size = SPACES[name]
+    setting = SPACES[name]
+    size = setting['input_size']
     space = SearchSpace(use_se=True, last_conv_after_pooling=True, input_size=size, classes=10)
     folder = os.path.join(work, name)
     run_dir = os.path.join(folder, 'supernet')
@@ -134,60 +187,41 @@ def bench_space(name, args, work):
     config = SearchConfig(strategy='genetic', space='channel', population=args.population,
                           generations=args.generations, elite=max(2, args.population // 4),
                           top_k=args.top_k, seed=0, fixed_blocks=BLOCKS)
-    top, summary = search_supernet(
+    _, summary = search_supernet(
         run_dir, out_dir, config, Constraints(max_latency_ms=limit), data='digits',
-        batch_size=args.batch_size, recalib_batches=args.recalib_batches,
-        val_batches=args.val_batches, latency=predictor, latency_floor=predictor.floor(space))
+        batch_size=setting['batch_size'], recalib_batches=setting['recalib_batches'],
+        val_batches=setting['val_batches'], latency=predictor,
+        latency_floor=predictor.floor(space))
     seconds['search'] = time.time() - start
 
     start = time.time()
-    winners = verify_winners(out_dir, space, predictor, limit, **args.timing)
-    with open(os.path.join(out_dir, 'candidates.json')) as handle:
-        ranked = sorted(json.load(handle), key=lambda c: -c['costs']['latency_ms'])
-    top_archs = {c.arch for c in top}
-    near_archs = [c['arch'] for c in ranked if c['arch'] not in top_archs][:args.near]
+    winners = verified(out_dir, space, predictor, limit, args)
     near_dir = os.path.join(folder, 'near_limit')
-    os.makedirs(near_dir, exist_ok=True)
-    write_json(os.path.join(near_dir, 'topk.json'), [{'arch': a} for a in near_archs])
-    near = verify_winners(near_dir, space, predictor, limit, **args.timing) if near_archs else []
-    winner_archs = [Arch.parse(c.arch, space) for c in top]
-    again = measure_deployed(
-        ((_net(arch), (1, 3, size, size)) for arch in winner_archs[:args.repeat]),
-        RUNTIME, 'fp32', args.threads, **args.timing)
-    noise = [abs(m.timing.median_ms - r['median_ms']) / r['median_ms']
-             for m, r in zip(again, winners)]
-    noise_floor = float(np.mean(noise))
+    near = verified(near_dir, space, predictor, limit, args) \
+        if near_limit(out_dir, near_dir, args.near) else []
+    noise = noise_floor(winners, args, size)
     seconds['verify'] = time.time() - start
-
-    def rows(archs, records):
-        return [dict(arch=str(arch), predicted_ms=r['predicted_ms'],
-                     predicted_uncorrected_ms=predict_latency(predictor.table, arch,
-                                                              predictor.probe_ms, correct=False),
-                     median_ms=r['median_ms'], min_ms=r['min_ms'], spread=r['spread'],
-                     probe_ms=r['probe_ms'], over_limit=r['over_limit'])
-                for arch, r in zip(archs, records)]
-    near_parsed = [Arch.parse(a, space) for a in near_archs]
+    correction = predictor.table.get('correction')
     result = {
         'input_size': size, 'space': space.key(),
         'supernet': 'trained on digits, %d epochs (sampled-path top-1 %s)' % (
             args.epochs, supernet_top1) if name == 'digits32' else 'random weights',
         'table': {'entries': len(entries), 'calibration': args.calibration,
-                  'correction': {k: predictor.table['correction'][k]
-                                 for k in ('model', 'slope', 'intercept', 'residuals',
-                                           'loo_error')}
-                  if predictor.table.get('correction') else None,
+                  'correction': correction and {key: correction[key] for key in (
+                      'model', 'slope', 'intercept', 'residuals', 'loo_error')},
                   'probe_ms_build': predictor.table['config']['probe']['median_ms'],
                   'probe_ms_search': predictor.probe_ms},
         'limit_ms': limit, 'limit_percentile': args.percentile,
-        'random_subnets_predicted_ms': {'min': float(min(drawn)), 'median': float(np.median(drawn)),
+        'random_subnets_predicted_ms': {'min': float(min(drawn)),
+                                        'median': float(np.median(drawn)),
                                         'max': float(max(drawn)), 'count': len(drawn)},
         'search': {'evaluated': summary['evaluated'], 'best_top1': summary['best_top1']},
-        'noise_floor': {'mean_abs': noise_floor, 'max_abs': float(np.max(noise)),
-                        'subnets': len(noise)},
-        'winners': rows(winner_archs, winners),
-        'near_limit': rows(near_parsed, near),
-        'winners_score': score(winners, limit, noise_floor),
-        'near_limit_score': score(near, limit, noise_floor) if near else None,
+        'noise_floor': noise,
+        'winners': rows(winners, predictor),
+        'near_limit': rows(near, predictor),
+        'winners_score': score([r for _, r in winners], limit, noise['mean_abs']),
+        'near_limit_score': score([r for _, r in near], limit, noise['mean_abs']) if near
+        else None,
         'seconds': seconds,
     }
     s = result['winners_score']
@@ -195,8 +229,9 @@ def bench_space(name, args, work):
           'within the noise floor %.1f %% (%.0f %% strictly), worst measured/limit %.2f, '
           'predicted/measured %.2f; near-limit: %s' % (
               name, limit, args.percentile, len(drawn), s['count'],
-              100 * s['under_limit_within_noise'], 100 * noise_floor, 100 * s['under_limit'],
-              s['worst_measured_over_limit'], s['predicted_over_measured']['mean'],
+              100 * s['under_limit_within_noise'], 100 * noise['mean_abs'],
+              100 * s['under_limit'], s['worst_measured_over_limit'],
+              s['predicted_over_measured']['mean'],
               '%.0f %% under within noise, worst %.2f' % (
                   100 * result['near_limit_score']['under_limit_within_noise'],
                   result['near_limit_score']['worst_measured_over_limit'])
@@ -222,9 +257,6 @@ def main():
     parser.add_argument('--top-k', type=int, default=5)
     parser.add_argument('--near', type=int, default=5)
     parser.add_argument('--repeat', type=int, default=3)
-    parser.add_argument('--batch-size', type=int, default=32)
-    parser.add_argument('--recalib-batches', type=int, default=2)
-    parser.add_argument('--val-batches', type=int, default=2)
     parser.add_argument('--threads', type=int, default=2)
     parser.add_argument('--table-runs', type=int, default=12,
                         help='per table entry (warmup 3, 3 chunks), as bench_latency_predictor')
@@ -237,7 +269,7 @@ def main():
     if args.quick:
         args.spaces, args.epochs, args.calibration = ['digits32'], 1, 3
         args.population, args.generations, args.top_k, args.near, args.repeat = 4, 1, 2, 2, 2
-        args.table_runs, args.runs, args.val_batches = 4, 8, 1
+        args.table_runs, args.runs = 4, 8
     args.table_timing = dict(runs=args.table_runs, warmup=min(3, args.table_runs),
                              chunks=min(3, args.table_runs))
     args.timing = dict(runs=args.runs, warmup=5, chunks=4)
