@@ -16,7 +16,8 @@ def smoke(tmp_path_factory):
     done = subprocess.run(
         [sys.executable, 'run_all.py', '--models', 'oneshot_s_plus', 'mobilenetv3_large',
          '--input-size', '32', '--runs', '2', '--runs32', '1', '--calib-images', '8',
-         '--skip', 'counting', 'train', 'predictor', 'search', '--out', out, '--no-readme'],
+         '--skip', 'counting', 'train', 'predictor', 'search', 'latency_search', '--out', out,
+         '--no-readme'],
         cwd=BENCH, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     with open(out + '.json') as handle:
