@@ -313,6 +313,15 @@ def _latency_search_goals(found):
                                   score['count'], score['predicted_over_measured']['mean']),
                           '>= 95 %', score['under_limit_within_noise'],
                           score['under_limit_within_noise'] >= 0.95, '%.0f %%', 100))
+        near = result.get('near_limit_score')
+        if near:
+            rows.append({'issue': 15, 'goal': '%s: the %d legal candidates predicted closest to '
+                                              'the limit, under it within the noise floor (at '
+                                              'the limit scaled by the probe drift since the '
+                                              'search)' % (name, near['count']),
+                         'target': '-', 'met': None, 'value': '%.0f %% (%.0f %%)' % (
+                             100 * near['under_limit_within_noise'],
+                             100 * near['under_drifted_limit_within_noise'])})
     return rows
 
 

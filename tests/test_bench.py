@@ -87,8 +87,12 @@ def test_child_benchmark_goals_read_their_results(monkeypatch):
         'latency_search': {'spaces': {
             name: {'limit_ms': 1.0, 'noise_floor': {'mean_abs': 0.05},
                    'winners_score': {'count': 20, 'under_limit_within_noise': share,
-                                     'predicted_over_measured': {'mean': 1.0}}}
-            for name, share in (('digits32', 0.95), ('random224', 0.9))}},
+                                     'predicted_over_measured': {'mean': 1.0}},
+                   'near_limit_score': near}
+            for name, share, near in (
+                ('digits32', 0.95, None),
+                ('random224', 0.9, {'count': 5, 'under_limit_within_noise': 0.4,
+                                    'under_drifted_limit_within_noise': 1.0}))}},
         'broken': {'error': 'bench_x.py exited with 1: boom'},
     }
     verdicts = [(row['issue'], row['met']) for row in _child_goals(children)]
@@ -97,7 +101,7 @@ def test_child_benchmark_goals_read_their_results(monkeypatch):
     # latency-limited winners under the limit meet that goal, 90 % do not
     assert verdicts == [(4, False), (8, True), (16, None), (15, True), (15, False), (15, True),
                         (15, False), (9, False), (9, None), (9, None), (15, True), (15, False),
-                        ('-', None)]
+                        (15, None), ('-', None)]
 
 
 def test_readme_quotes_the_run_of_record():
