@@ -7,8 +7,10 @@ space at 224:
 1. a latency table restricted to the entries the held-out subnets use (the full table is the
    same measurement, 800 times), with its correction fitted on calibration subnets drawn by the
    table (another seed: the held-out subnets are never used for any fitting);
-2. ``--samples`` seeded random held-out subnets exported and measured whole, interleaved with the
-   probe; the first ``--repeat`` of them measured a second time at the end: the noise floor;
+2. ``--samples`` seeded random held-out subnets exported and measured whole (``--subnet-runs``
+   runs), interleaved with the probe; the first ``--repeat`` of them measured a second time at
+   the end: the noise floor, in ms (what an unrescaled prediction faces) and in probe units
+   (what a rescaled one faces);
 3. relative errors of four predictors: with / without probe rescaling (the probe timed between
    the subnet's own chunks vs the build's) x with / without the correction; share within ±5 %
    and ±10 %, mean, max, RMSE; a scatter plot predicted vs measured (bench/latency_<rt>.png);
@@ -115,12 +117,15 @@ def bench_runtime(target, args, space, table_path):
     table_s = time.time() - start
     shape = (1, 3, space.input_size, space.input_size)
     start = time.time()
-    measured = measure_deployed(nets(archs, shape), **settings)
-    again = measure_deployed(nets(archs[:args.repeat], shape), **settings)
-    [alone] = measure_deployed(nets(archs[:1], shape), group=1, **settings)
+    whole = dict(settings, runs=args.subnet_runs)
+    measured = measure_deployed(nets(archs, shape), **whole)
+    again = measure_deployed(nets(archs[:args.repeat], shape), **whole)
+    [alone] = measure_deployed(nets(archs[:1], shape), group=1, **whole)
     measure_s = time.time() - start
     medians = [m.timing.median_ms for m in measured]
     noise = [abs(a.timing.median_ms - m) / m for a, m in zip(again, medians)]
+    # what the rescaled predictor faces: the repeat's time in probe units
+    noise_units = [abs(a.units - m.units) / m.units for a, m in zip(again, measured)]
     predicted = predictions(table, archs, measured)
     result = {
         'samples': count, 'entries': len(needed), 'table_seconds': table_s,
@@ -128,7 +133,8 @@ def bench_runtime(target, args, space, table_path):
         'probe_ms': table['config']['probe']['median_ms'],
         'probe_spread': table['config']['probe']['spread'],
         'noise_floor': {'mean_abs': float(np.mean(noise)), 'max_abs': float(np.max(noise)),
-                        'subnets': len(noise)},
+                        'units_mean_abs': float(np.mean(noise_units)),
+                        'units_max_abs': float(np.max(noise_units)), 'subnets': len(noise)},
         'neighbours': {'alone_over_grouped_units': alone.units / measured[0].units,
                        'alone': alone.to_dict(), 'grouped': measured[0].to_dict()},
         'errors': {key: errors(values, medians) for key, values in predicted.items()},
@@ -140,11 +146,13 @@ def bench_runtime(target, args, space, table_path):
     }
     best = result['errors']['rescaled_corrected']
     print('%-18s %2d subnets: within ±10 %% %3.0f %%, ±5 %% %3.0f %%, mean %.1f %%, max %.1f %%'
-          ' (unrescaled, uncorrected: mean %.1f %%); noise floor %.1f %%; table %.0f s'
+          ' (unrescaled, uncorrected: mean %.1f %%); noise floor %.1f %% (%.1f %% in probe'
+          ' units); table %.0f s'
           % (target, count, 100 * best['within_10'], 100 * best['within_5'],
              100 * best['mean_abs'], 100 * best['max_abs'],
              100 * result['errors']['unrescaled_uncorrected']['mean_abs'],
-             100 * result['noise_floor']['mean_abs'], table_s), flush=True)
+             100 * result['noise_floor']['mean_abs'],
+             100 * result['noise_floor']['units_mean_abs'], table_s), flush=True)
     scatter(os.path.join(args.plots, 'latency_%s_%s.png' % (runtime, precision)),
             '%s %s, %d held-out subnets' % (runtime, precision, count),
             predicted['rescaled_corrected'], medians)
@@ -159,8 +167,8 @@ def drift(args, space, table):
     try:
         time.sleep(0.5)
         measured = measure_deployed(nets(archs, shape), runtime='onnxruntime', precision='fp32',
-                                    threads=args.threads, runs=args.runs, warmup=args.warmup,
-                                    chunks=args.chunks)
+                                    threads=args.threads, runs=args.subnet_runs,
+                                    warmup=args.warmup, chunks=args.chunks)
     finally:
         busy.kill()
         busy.wait()
@@ -186,7 +194,10 @@ def main():
     parser.add_argument('--calibration', type=int, default=6)
     parser.add_argument('--threads', type=int, default=2)
     parser.add_argument('--input-size', type=int, default=224)
-    parser.add_argument('--runs', type=int, default=12)
+    parser.add_argument('--runs', type=int, default=12, help='per table entry')
+    parser.add_argument('--subnet-runs', type=int, default=36,
+                        help='per whole subnet (one run per sample): as many as the table '
+                        'gives its calibration subnets (3 x --runs)')
     parser.add_argument('--warmup', type=int, default=3)
     parser.add_argument('--chunks', type=int, default=3)
     parser.add_argument('--drift-samples', type=int, default=6)

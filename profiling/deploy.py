@@ -3,8 +3,8 @@
 What is timed is what the commands write: ``nas-export --onnx`` (BN merged, shuffle as slices,
 channels padded to 16, fused hard-swish), ``nas-quantize --backend onnxruntime`` (that export's
 INT8 QDQ graph, minmax calibration) and ``nas-export --mxnet`` (``export.deploy``'s graph). A
-table entry is a block written this way, so its cost includes what the export passes and the
-runtime's fusions make of it.
+table entry is a block written this way between the two convolutions of ``Fed``, so its cost
+includes what the export passes and the runtime's fusions make of it inside a network.
 """
 import os
 import tempfile

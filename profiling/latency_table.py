@@ -41,6 +41,7 @@ TABLE_KIND = 'oneshot-nas latency table'
 TABLE_VERSION = 3  # 3: blocks timed fed (profiling.deploy.Fed)
 _FLOAT_BYTES = 4
 _CALIBRATION_SEED = 20260  # calibration subnets: never the benchmark's held-out ones
+CALIBRATION_RUNS = 3  # x runs for calibration subnets: their noise enters every prediction
 _CHECKED = ('runtime', 'precision', 'threads', 'batch_size', 'input_size', 'space_key')
 
 
@@ -93,9 +94,10 @@ def measure_latency_table(space=None, runtime='onnxruntime', precision='fp32', t
     Each entry is the median of ``runs`` samples after ``warmup`` untimed runs, in ``chunks``
     interleaved with the probe. ``entries`` limits the (position, block, channel) triples
     (default all 800); stem and head are always measured. ``calibration`` whole subnets
-    (0 or 3..10; drawn from the measured entries) fit the correction. With ``path`` the table is
-    saved atomically after every entry; with ``resume`` an existing table there (same setting,
-    space and CPU) is completed instead of started afresh. ``progress.update(1)`` per entry.
+    (0 or 3..10; drawn from the measured entries; timed ``CALIBRATION_RUNS`` x ``runs`` times)
+    fit the correction. With ``path`` the table is saved atomically after every entry; with
+    ``resume`` an existing table there (same setting, space and CPU) is completed instead of
+    started afresh. ``progress.update(1)`` per entry.
     """
     space = space or SearchSpace()
     check_target(runtime, precision)
@@ -229,7 +231,8 @@ def _calibrate(table, space, count, settings, batch_size):
             net = OneShotNet(arch)
             net.initialize()
             yield net, shape
-    measured = measure_deployed(nets(), group=count, **settings)
+    measured = measure_deployed(nets(), group=count, **dict(
+        settings, runs=settings['runs'] * CALIBRATION_RUNS))
     predicted = [predict_latency(table, arch, correct=False, units=True) for arch in archs]
     correction = fit_correction(predicted, [m.units for m in measured])
     correction['archs'] = [str(arch) for arch in archs]

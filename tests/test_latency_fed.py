@@ -73,39 +73,53 @@ def _measurement(ms):
     return Measurement(timing, Timing(0.5, 0.5, 0.5, 0.5, 0.0, 1))
 
 
+def _block_ms(unit):
+    return 4 + len(unit.collect_params().keys()) / 100  # the Xception block has more layers
+
+
 def test_an_entry_is_the_fed_block_minus_the_feed(tiny_arch, monkeypatch):
     """Stubbed timer: stem 3 ms, head 2, the call 0.25, a feed 1 + its width / 1000, a fed block
-    its feed + 4; every nas_block input is fed from one channel."""
+    its feed + ``_block_ms``, a whole subnet 0.9 x (the sum) + 0.5: every nas_block input is fed
+    from one channel, entries lose their feed, and the correction recovers the line from
+    calibration subnets timed with 3 x runs."""
     seen = []
 
-    def fake(items, **kwargs):
+    def fake(items, runs, **kwargs):
         out = []
         for net, shape in items:
-            seen.append((type(net).__name__, tuple(shape)))
+            seen.append((type(net).__name__, tuple(shape), runs))
             if isinstance(net, Fed):
                 assert shape[1] == 1
-                feed = 1 + net.feed.weight.shape[0] / 1000
-                out.append(_measurement(feed + (4 if net.block is not None else 0)))
+                ms = 1 + net.feed.weight.shape[0] / 1000
+                ms += _block_ms(net.block) if net.block is not None else 0
+            elif isinstance(net, OneShotNet):
+                ms = 0.9 * (3 + 1.75 + sum(_block_ms(unit) for unit in net.units)) + 0.5
             else:
-                out.append(_measurement({'ConvBN': 3.0, '_Head': 2.0}.get(
-                    type(net).__name__, 0.25)))
+                ms = {'ConvBN': 3.0, '_Head': 2.0}.get(type(net).__name__, 0.25)
+            out.append(_measurement(ms))
             if kwargs.get('on_result'):
                 kwargs['on_result'](len(out) - 1, out[-1])
         return out
     monkeypatch.setattr(latency_table, 'measure_deployed', fake)
-    entries = [(0, 1, 2), (STRIDE_1, 3, 9), (19, 0, 0)]
+    entries = [(p, b, p % 10) for p in range(NUM_POSITIONS) for b in (0, 3)]
     table = latency_table.measure_latency_table(tiny_arch.space, runtime='mxnet', threads=1,
-                                                runs=1, warmup=0, chunks=1, entries=entries,
-                                                calibration=0)
+                                                runs=2, warmup=0, chunks=1, entries=entries,
+                                                calibration=4)
     ms, units = table['latency_ms'], table['latency_units']
-    for p, b, c in entries:
-        assert ms['nas_block'][p][b][c] == pytest.approx(4.0)
-        assert units['nas_block'][p][b][c] == pytest.approx(8.0)  # probe 0.5 ms
+    net = OneShotNet(Arch((3,) * NUM_POSITIONS, (0,) * NUM_POSITIONS, tiny_arch.space))
+    assert ms['nas_block'][STRIDE_1][3][STRIDE_1] == pytest.approx(_block_ms(net.units[1]))
+    assert units['nas_block'][STRIDE_1][3][STRIDE_1] == pytest.approx(
+        2 * _block_ms(net.units[1]))  # probe 0.5 ms
     assert (ms['input_block'], ms['output_block']) == (pytest.approx(3.0), pytest.approx(1.75))
     layout = tiny_arch.space.position_layout()
     assert table['config']['feed_ms'] == [pytest.approx(1 + row[1] / 1000) for row in layout]
-    feeds = [shape for name, shape in seen if name == 'Fed']
+    feeds = [shape for name, shape, _ in seen if name == 'Fed']
     assert len(feeds) == len({(row[1], row[4]) for row in layout}) + len(entries)
+    correction = table['correction']
+    assert correction['model'] == 'line'
+    assert (correction['slope'], correction['intercept']) == (pytest.approx(0.9),
+                                                              pytest.approx(1.0))  # 0.5 ms
+    assert {runs for name, _, runs in seen if name == 'OneShotNet'} == {6}
 
 
 @pytest.mark.parametrize('measured', [
