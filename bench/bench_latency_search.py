@@ -30,7 +30,7 @@ probe time during the subnet's measurement over the probe time at search time (a
 that got slower in between slows everything; this separates that from predictor error). Writes ``--out`` (default bench/results_latency_search.json). It
 never asserts.
 
-    python bench/bench_latency_search.py [--spaces digits32 random224] [--quick]
+    python bench/bench_latency_search.py [--spaces digits32 random224] [--quick] [--tables DIR]
 """
 import argparse
 import dataclasses
@@ -185,10 +185,11 @@ def bench_space(name, args, work):
     seconds['supernet'] = time.time() - start
 
     start = time.time()
-    table_path = os.path.join(folder, 'latency_table.json')
+    table_path = os.path.join(args.tables or folder, 'latency_table_%s.json' % name)
     entries = [(p, BLOCKS[p], c) for p in range(NUM_POSITIONS) for c in range(NUM_SCALES)]
     measure_latency_table(space, runtime=RUNTIME, threads=args.threads, entries=entries,
-                          calibration=args.calibration, path=table_path, **args.table_timing)
+                          calibration=args.calibration, path=table_path, resume=True,
+                          **args.table_timing)
     seconds['table'] = time.time() - start
     predictor = latency_predictor(table_path, RUNTIME, space)  # as nas-search loads it
     drawn = [predictor(arch) for arch in channel_archs(space, args.draws, DRAW_SEED)]
@@ -274,6 +275,8 @@ def main():
                         help='per table entry (warmup 3, 3 chunks), as bench_latency_predictor')
     parser.add_argument('--runs', type=int, default=20,
                         help='per verified subnet (warmup 5, 4 chunks: --verify-latency)')
+    parser.add_argument('--tables', default=None,
+                        help='folder keeping the latency tables: a later run resumes them')
     parser.add_argument('--quick', action='store_true',
                         help='smoke run: digits32 only, 1 epoch, few runs and candidates')
     parser.add_argument('--out', default=os.path.join(HERE, 'results_latency_search.json'))
@@ -286,6 +289,8 @@ def main():
                              chunks=min(3, args.table_runs))
     args.timing = dict(runs=args.runs, warmup=5, chunks=4)
     work = tempfile.mkdtemp(prefix='bench-latency-search-')
+    if args.tables:
+        os.makedirs(args.tables, exist_ok=True)
     start = time.time()
     results = {'config': dict({k: v for k, v in vars(args).items() if not k.endswith('timing')},
                               cpu=cpu_model(), runtime=RUNTIME, precision='fp32', batch_size=1,
