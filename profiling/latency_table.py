@@ -9,10 +9,10 @@ precision, threads and batch size, interleaved with the reference probe (``profi
 it is stored in milliseconds and in probe units. Before every timed run the caches are flushed by
 the bytes the rest of a typical subnet reads. The time of those two convolutions alone (which
 includes the runtime's fixed cost per call) is subtracted from every block's entry and the cost
-per call from the head's, so the sum counts it once, in the stem. A correction fitted on whole calibration subnets
-(``profiling.correction``) covers what the sum still misses. A prediction is the corrected sum
-in probe units times a probe time: the build's, or a fresh one (``measure_probe``) when the
-machine is faster or slower now than when the table was built.
+per call from the head's, so the sum counts it once, in the stem. A correction fitted on whole
+calibration subnets (``profiling.correction``) covers what the sum still misses. A prediction
+is the corrected sum in probe units times a probe time: the build's, or a fresh one
+(``measure_probe``) when the machine is faster or slower now than when the table was built.
 """
 import dataclasses
 import functools
