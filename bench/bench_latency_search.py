@@ -10,7 +10,9 @@ random weights (speed does not depend on weight values) -- this bench
    correction fitted on ``--calibration`` whole subnets;
 2. loads it as ``nas-search --latency-table`` does (``profiling.verify.latency_predictor``:
    fresh probe) and sets the limit at the ``--percentile``-th percentile of the predictions of
-   ``--draws`` random subnets of the searched space;
+   ``--draws`` random subnets of the searched space (rescaled by that same probe: a probe timed
+   during a load spike scales the limit and the search's predictions alike, where a user's
+   fixed limit in ms would not; the results hold the build's and the search's probe times);
 3. runs the library search the command runs (``nas.search_run.search_supernet``, genetic,
    channel mode) under ``Constraints(max_latency_ms=limit)``;
 4. verifies the top-k winners as ``--verify-latency`` does (``profiling.verify.verify_winners``:
