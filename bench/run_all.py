@@ -97,14 +97,15 @@ def prepare(name, size, calib, folder):
     return entry, files
 
 
-def deployment_table(models, size, runs, runs32, calib_images, folder, rounds=2, progress=say):
+def deployment_table(models, size, runs, runs32, calib_images, folder, rounds=2, gemm_size=4096,
+                     progress=say):
     """Each runtime is timed in its own worker process, the runtimes taking turns ``rounds``
     times; figures are medians over rounds, ratios medians of per-round ratios."""
     calib = open_reader('digits', size, num_images=calib_images).batches
     result = {'machine': machine(), 'input_size': size, 'models': {}, 'paired': {},
               'timing': 'one worker process per runtime (profiling.timing.measure_models), '
                         '%d rounds' % rounds}
-    peaks = [gemm_peak()]
+    peaks = [gemm_peak(gemm_size)]
     files = {}
     for name in models:
         start = time.time()
@@ -121,7 +122,7 @@ def deployment_table(models, size, runs, runs32, calib_images, folder, rounds=2,
         for (name, runtime), timings in found.items():
             result['models'][name].setdefault(runtime, {})['b%d' % batch] = round_stats(timings)
         result['paired']['b%d' % batch] = _paired(found, models)
-    peaks.append(gemm_peak())
+    peaks.append(gemm_peak(gemm_size))
     result['gemm_peak'] = {'gflops': max(max(peak.values()) for peak in peaks),
                            'before': peaks[0], 'after': peaks[1]}
     _throughput(result)
@@ -407,6 +408,8 @@ def main():
     parser.add_argument('--calib-images', type=int, default=32)
     parser.add_argument('--rounds', type=int, default=2,
                         help='turns each runtime worker takes (runs are split over them)')
+    parser.add_argument('--gemm-size', type=int, default=4096,
+                        help='n of the n x n float32 product that measures the GEMM peak')
     parser.add_argument('--skip', nargs='*', default=[], choices=sorted(CHILDREN),
                         help='child benchmarks to leave out')
     parser.add_argument('--out', default=os.path.join(HERE, 'results'),
@@ -417,7 +420,7 @@ def main():
     start = time.time()
     with tempfile.TemporaryDirectory(prefix='bench-all-') as folder:
         table = deployment_table(args.models, args.input_size, args.runs, args.runs32,
-                                 args.calib_images, folder, args.rounds)
+                                 args.calib_images, folder, args.rounds, args.gemm_size)
         write_json(args.out + '.json', {'deployment': table}, indent=2)  # kept if a child fails
         children = run_children([name for name in CHILDREN if name not in args.skip], folder)
     results = {'deployment': table, 'children': children, 'seconds': round(time.time() - start)}

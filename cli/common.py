@@ -133,6 +133,7 @@ OFF_OR_COUNT = click.IntRange(min=0)  # 0 switches the feature off (documented p
 SEED = click.IntRange(0, 2 ** 32 - 1)  # numpy's seed range
 BATCH = click.IntRange(1, 4096)
 THREADS = click.IntRange(1, 1024)
+RUNS = click.IntRange(1, 10000)  # timed runs: beyond 10^4 a measurement never ends
 INPUT_SIZE = InputSize()
 POSITIVE = Real(min=0, min_open=True)
 NON_NEGATIVE = Real(min=0)

@@ -3,7 +3,7 @@ import json
 
 import click
 
-from cli.common import AMOUNT, COUNT, INPUT_SIZE, SEED, Command
+from cli.common import AMOUNT, COUNT, INPUT_SIZE, RUNS, SEED, Command
 from cli.demo_pipeline import DemoConfig, run_demo
 
 
@@ -24,15 +24,18 @@ from cli.demo_pipeline import DemoConfig, run_demo
               show_default=True, help='Genes searched (joint needs far more supernet epochs).')
 @click.option('--population', type=COUNT, default=DemoConfig.population, show_default=True)
 @click.option('--generations', type=COUNT, default=DemoConfig.generations, show_default=True)
+@click.option('--latency-runs', type=RUNS, default=DemoConfig.latency_runs, show_default=True,
+              help="Timed runs per entry of the winner's latency table and of the winner.")
 @click.option('--seed', type=SEED, default=DemoConfig.seed, show_default=True)
 def main(out_dir, data, input_size, supernet_epochs, subnet_epochs, max_flops, mode,
-         population, generations, seed):
+         population, generations, latency_runs, seed):
     """Train a supernet, search it under a FLOPs limit, train the winner, register it, merge BN,
     export ONNX, quantize to INT8 (MXNet and onnxruntime), profile op by op, score MicroNet and
     write OUT/report.md."""
     config = DemoConfig(data=data, input_size=input_size, supernet_epochs=supernet_epochs,
                         subnet_epochs=subnet_epochs, max_flops=max_flops, mode=mode,
-                        population=population, generations=generations, seed=seed)
+                        population=population, generations=generations,
+                        latency_runs=latency_runs, seed=seed)
     summary = run_demo(out_dir, config, progress=lambda message: click.echo(message, err=True))
     click.echo(json.dumps({'winner': summary['winner'], 'micronet': summary['micronet'],
                            'seconds': summary['seconds']}, indent=2, default=str))

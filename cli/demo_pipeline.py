@@ -48,6 +48,7 @@ class DemoConfig:
     recalib_batches: int = 4
     num_calib: int = 256
     profile_runs: int = 30
+    latency_runs: int = 20
     threads: int = 2
     seed: int = 0
     name: str = 'demo_searched'
@@ -133,7 +134,7 @@ def run_demo(out_dir, config=DemoConfig(), progress=None, show_bars=True):
                    model_name=config.name)
     plot_block_times(profile, os.path.join(out_dir, 'latency_per_block.png'))
     latency_check = step('predict and measure latency', predict_and_measure, winner,
-                         threads=config.threads)
+                         threads=config.threads, runs=config.latency_runs)
     page = step('zoo page', write_zoo_page, os.path.join(out_dir, 'zoo_page'), root=root,
                 block_plots={config.name: os.path.join(out_dir, 'latency_per_block.png')})
     scores = {bits: micronet_score(net, shape, bits=bits).score for bits in (32, 16, 8)}

@@ -2,7 +2,7 @@
 import click
 from tqdm import tqdm
 
-from cli.common import (BATCH, COUNT, INPUT_SIZE, OFF_OR_COUNT, THREADS, Command,
+from cli.common import (BATCH, COUNT, INPUT_SIZE, OFF_OR_COUNT, RUNS, THREADS, Command,
                         weights_options)
 from nas.errors import ProfilingError
 from nas.space import SearchSpace, LAYOUTS
@@ -42,7 +42,7 @@ def _int_list(text):
 @click.option('--batch-size', type=BATCH, default=1, show_default=True)
 @click.option('--input-size', type=INPUT_SIZE, default=224, show_default=True)
 @click.option('--threads', type=THREADS, default=2, show_default=True, help='CPU threads.')
-@click.option('--runs', type=COUNT, default=None,
+@click.option('--runs', type=RUNS, default=None,
               help='Timed runs after warm-up (default 50 op by op, 20 per table entry).')
 @click.option('--warmup', type=OFF_OR_COUNT, default=None,
               help='Untimed runs first (default 10 / 5).')

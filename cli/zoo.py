@@ -3,7 +3,7 @@ import json
 
 import click
 
-from cli.common import COUNT, THREADS, Group, json_option, root_option
+from cli.common import RUNS, THREADS, Group, json_option, root_option
 from nas.space import Arch
 from zoo import registry, store
 
@@ -93,7 +93,7 @@ def purge_command(root):
                    '32) instead.')
 @click.option('--threads', type=THREADS, default=2, show_default=True,
               help='--measure: CPU threads.')
-@click.option('--runs', type=COUNT, default=20, show_default=True,
+@click.option('--runs', type=RUNS, default=20, show_default=True,
               help='--measure: timed runs per model and batch size.')
 @root_option
 def page_command(pattern, out_dir, results, measure, threads, runs, root):

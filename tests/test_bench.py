@@ -16,6 +16,7 @@ def smoke(tmp_path_factory):
     done = subprocess.run(
         [sys.executable, 'run_all.py', '--models', 'oneshot_s_plus', 'mobilenetv3_large',
          '--input-size', '32', '--runs', '2', '--runs32', '1', '--calib-images', '8',
+         '--rounds', '1', '--gemm-size', '512',
          '--skip', 'counting', 'train', 'predictor', 'search', 'latency_search', '--out', out,
          '--no-readme'],
         cwd=BENCH, capture_output=True, text=True, timeout=600)

@@ -16,7 +16,7 @@ def test_demo_end_to_end_writes_a_report_from_its_own_numbers(tmp_path):
     out = tmp_path / 'demo'
     result = CliRunner().invoke(main, ['-o', str(out), '--supernet-epochs', '1',
                                        '--subnet-epochs', '1', '--population', '4',
-                                       '--generations', '1'])
+                                       '--generations', '1', '--latency-runs', '2'])
     assert result.exit_code == 0, result.output + result.stderr
     report = (out / 'report.md').read_text()
     with open(out / 'summary.json') as handle:

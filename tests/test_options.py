@@ -56,7 +56,6 @@ ACCEPTED = {
     ('nas-quantize', '--num-calib'): {'huge'},  # capped by the calibration data
     ('nas-quantize', '--eval-images'): {'huge'},  # capped by the val split
     ('nas-profile', '--warmup'): {'zero', 'huge'},  # 0: no untimed runs
-    ('nas-profile', '--runs'): {'huge'},
     ('nas-profile', '--chunks'): {'huge'},
     ('nas-profile', '--calibration'): {'zero'},  # 0: no correction fitted
     ('nas-demo', '--seed'): {'zero'},
@@ -65,7 +64,6 @@ ACCEPTED = {
     ('nas-demo', '--subnet-epochs'): {'huge'},
     ('nas-demo', '--population'): {'huge'},
     ('nas-demo', '--generations'): {'huge'},
-    ('nas-zoo', '--runs'): {'huge'},  # nas-zoo page: timed runs per model
 }
 
 

@@ -31,15 +31,20 @@ def arch_json(tmp_path):
     return path
 
 
-def nas_train(arch_json, out, dtype, *extra, resume=False, wait=True):
+def start_train(arch_json, out, dtype, *extra, resume=False, quiet=False):
+    """A ``nas-train subnet`` process on one thread: two of them run side by side on 2 cores."""
     args = [sys.executable, '-c', 'from cli.train import main; main()', 'subnet', '--arch',
             arch_json, '--input-size', '32', '--batch-size', '32', '--lr', '0.02',
             '--warmup-epochs', '1', '--dtype', dtype, '--no-progress', '-o', str(out)]
     args += list(extra) + (['--resume'] if resume else [])
-    if not wait:
-        return subprocess.Popen(args, env=ENV, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
-    return subprocess.run(args, env=ENV, check=True, capture_output=True, timeout=900)
+    return subprocess.Popen(args, env=ENV, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL if quiet else subprocess.PIPE, text=True)
+
+
+def finish(*runs):
+    for run in runs:
+        _, err = run.communicate(timeout=900)
+        assert run.returncode == 0, err[-2000:]
 
 
 def params_of(path):
@@ -56,8 +61,8 @@ def test_bfloat16_reaches_float32_top1_and_keeps_float32_master_weights(tmp_path
     """Digits at 32 px, the same 6 epochs and seed: top-1 within 1 point; the weights, their
     momenta and the exported model stay float32; the losses show bfloat16 really computed
     (here: float32 97.5 %, bfloat16 98.3 %)."""
-    for dtype in ('float32', 'bfloat16'):
-        nas_train(arch_json, tmp_path / dtype, dtype, '--epochs', '6')
+    finish(*[start_train(arch_json, tmp_path / dtype, dtype, '--epochs', '6')
+             for dtype in ('float32', 'bfloat16')])
     fp32, bf16 = (epochs_of(tmp_path / d) for d in ('float32', 'bfloat16'))
     assert fp32[-1]['val_top1'] >= 0.9, fp32
     assert abs(bf16[-1]['val_top1'] - fp32[-1]['val_top1']) <= 0.01, (bf16, fp32)
@@ -73,13 +78,13 @@ def test_bfloat16_reaches_float32_top1_and_keeps_float32_master_weights(tmp_path
 @pytest.mark.slow
 def test_bfloat16_sigkill_then_resume_matches_the_uninterrupted_run(tmp_path, arch_json):
     extra = ('--data', 'digits', '--epochs', '2', '--checkpoint-every', '10')
-    nas_train(arch_json, tmp_path / 'a', 'bfloat16', *extra)
-    victim = nas_train(arch_json, tmp_path / 'b', 'bfloat16', *extra, wait=False)
+    uninterrupted = start_train(arch_json, tmp_path / 'a', 'bfloat16', *extra)
+    victim = start_train(arch_json, tmp_path / 'b', 'bfloat16', *extra, quiet=True)
     kill_when(victim, lambda: str(latest_checkpoint(tmp_path / 'b')).endswith(
         ('ckpt-000000030', 'ckpt-000000040')), 600)
     killed_at = int(latest_checkpoint(tmp_path / 'b').rsplit('-', 1)[1])
     assert killed_at < 2 * 44  # 1437 training digits, batch 32: 44 steps per epoch
-    nas_train(arch_json, tmp_path / 'b', 'bfloat16', *extra, resume=True)
+    finish(start_train(arch_json, tmp_path / 'b', 'bfloat16', *extra, resume=True), uninterrupted)
     a, b = params_of(tmp_path / 'a' / 'model.params'), params_of(tmp_path / 'b' / 'model.params')
     for name in a:
         np.testing.assert_array_equal(b[name], a[name], err_msg=name)
@@ -89,7 +94,7 @@ def test_bfloat16_sigkill_then_resume_matches_the_uninterrupted_run(tmp_path, ar
                     reason='no GPU on this machine: float16 training (AMP, dynamic loss '
                            'scaling) runs only on GPUs, MXNet 1.9.1 has no float16 GEMM on CPU')
 def test_float16_on_a_gpu_learns_with_float32_master_weights(tmp_path, arch_json):
-    nas_train(arch_json, tmp_path / 'run', 'float16', '--epochs', '3', '--gpus', '0')
+    finish(start_train(arch_json, tmp_path / 'run', 'float16', '--epochs', '3', '--gpus', '0'))
     epochs = epochs_of(tmp_path / 'run')
     assert epochs[-1]['loss'] < epochs[0]['loss'] and epochs[-1]['val_top1'] >= 0.6
     weights = params_of(tmp_path / 'run' / 'model.params')
