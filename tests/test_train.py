@@ -342,7 +342,6 @@ def test_supernet_paths_reach_85_percent_after_bn_recalibration(digits, tmp_path
         recalibrate_bn(supernet, recal, forward)
         scores.append(topk_accuracy(forward, make_loader(digits[1], 128, train=False),
                                     ks=(1,))[0])
-    print(scores)
     assert np.mean(scores) >= 0.85, scores
 
 
