@@ -27,6 +27,9 @@ def trace(net, input_shape, ctx=mx.cpu()):
     data = mx.nd.zeros(tuple(input_shape), ctx=ctx, dtype=dtype)
     try:
         net(data)  # finishes deferred initialisation so that every parameter has a shape
+        # oneDNN convolutions reorder their weights in the background on the first inference;
+        # reading a weight while that runs fails ("can't generate TBlob for MKLDNN data")
+        mx.nd.waitall()
     except Exception as err:
         raise ExportError('the network cannot run on an input of shape %s: %s'
                           % (tuple(input_shape), err)) from err
