@@ -79,12 +79,17 @@ def test_bfloat16_reaches_float32_top1_and_keeps_float32_master_weights(tmp_path
 def test_bfloat16_sigkill_then_resume_matches_the_uninterrupted_run(tmp_path, arch_json):
     extra = ('--data', 'digits', '--epochs', '2', '--checkpoint-every', '10')
     uninterrupted = start_train(arch_json, tmp_path / 'a', 'bfloat16', *extra)
-    victim = start_train(arch_json, tmp_path / 'b', 'bfloat16', *extra, quiet=True)
-    kill_when(victim, lambda: str(latest_checkpoint(tmp_path / 'b')).endswith(
-        ('ckpt-000000030', 'ckpt-000000040')), 600)
-    killed_at = int(latest_checkpoint(tmp_path / 'b').rsplit('-', 1)[1])
-    assert killed_at < 2 * 44  # 1437 training digits, batch 32: 44 steps per epoch
-    finish(start_train(arch_json, tmp_path / 'b', 'bfloat16', *extra, resume=True), uninterrupted)
+    try:
+        victim = start_train(arch_json, tmp_path / 'b', 'bfloat16', *extra, quiet=True)
+        kill_when(victim, lambda: str(latest_checkpoint(tmp_path / 'b')).endswith(
+            ('ckpt-000000030', 'ckpt-000000040')), 600)
+        killed_at = int(latest_checkpoint(tmp_path / 'b').rsplit('-', 1)[1])
+        assert killed_at < 2 * 44  # 1437 training digits, batch 32: 44 steps per epoch
+        finish(start_train(arch_json, tmp_path / 'b', 'bfloat16', *extra, resume=True),
+               uninterrupted)
+    finally:
+        if uninterrupted.poll() is None:  # a failed check above must not leave it running
+            uninterrupted.kill()
     a, b = params_of(tmp_path / 'a' / 'model.params'), params_of(tmp_path / 'b' / 'model.params')
     for name in a:
         np.testing.assert_array_equal(b[name], a[name], err_msg=name)
