@@ -47,9 +47,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import mxnet as mx  # noqa: E402
 import numpy as np  # noqa: E402
 
-from nas.atomic import save_params, write_json, write_text  # noqa: E402
+from bench_latency_predictor import nets  # noqa: E402
+from nas.atomic import read_json, save_params, write_json, write_text  # noqa: E402
 from nas.constraints import Constraints  # noqa: E402
 from nas.data import open_dataset  # noqa: E402
+from nas.errors import ProfilingError  # noqa: E402
 from nas.network import OneShotNet  # noqa: E402
 from nas.sampler import UniformSampler  # noqa: E402
 from nas.search import SearchConfig  # noqa: E402
@@ -131,17 +133,16 @@ def verified(folder, space, predictor, limit_ms, args):
     """``verify_winners`` on ``folder/topk.json``, as nas-search --verify-latency runs it; the
     winners as written back to topk.json: [(Arch, latency record)]."""
     verify_winners(folder, space, predictor, limit_ms, **args.timing)
-    with open(os.path.join(folder, 'topk.json')) as handle:
-        return [(Arch.parse(w['arch'], space), w['latency']) for w in json.load(handle)]
+    return [(Arch.parse(w['arch'], space), w['latency'])
+            for w in _read(os.path.join(folder, 'topk.json'))]
 
 
 def near_limit(out_dir, folder, count):
     """A topk.json in ``folder`` of the ``count`` evaluated candidates that are not winners and
     are predicted closest to the limit (every evaluated candidate is legal); how many."""
-    with open(os.path.join(out_dir, 'topk.json')) as handle:
-        winners = {w['arch'] for w in json.load(handle)}
-    with open(os.path.join(out_dir, 'candidates.json')) as handle:
-        ranked = sorted(json.load(handle), key=lambda c: -c['costs']['latency_ms'])
+    winners = {w['arch'] for w in _read(os.path.join(out_dir, 'topk.json'))}
+    ranked = sorted(_read(os.path.join(out_dir, 'candidates.json')),
+                    key=lambda c: -c['costs']['latency_ms'])
     os.makedirs(folder, exist_ok=True)
     near = [{'arch': c['arch']} for c in ranked if c['arch'] not in winners][:count]
     write_json(os.path.join(folder, 'topk.json'), near)
@@ -151,9 +152,8 @@ def near_limit(out_dir, folder, count):
 def noise_floor(winners, args, size):
     """The first ``--repeat`` winners timed again: relative differences of the medians in ms
     and in probe units (the latter is free of the machine's drift in between)."""
-    again = measure_deployed(((_net(arch), (1, 3, size, size)) for arch, _ in
-                              winners[:args.repeat]), RUNTIME, 'fp32', args.threads,
-                             **args.timing)
+    again = measure_deployed(nets([arch for arch, _ in winners[:args.repeat]], (1, 3, size, size)),
+                             RUNTIME, 'fp32', args.threads, **args.timing)
     ms = [abs(m.timing.median_ms - r['median_ms']) / r['median_ms']
           for m, (_, r) in zip(again, winners)]
     units = [abs(m.units * r['probe_ms'] / r['median_ms'] - 1) for m, (_, r) in zip(again, winners)]
@@ -254,10 +254,8 @@ def bench_space(name, args, work):
     return result
 
 
-def _net(arch):
-    net = OneShotNet(arch)
-    net.initialize()
-    return net
+def _read(path):
+    return read_json(path, ProfilingError, 'search result')
 
 
 def main():

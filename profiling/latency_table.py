@@ -138,16 +138,19 @@ def measure_latency_table(space=None, runtime='onnxruntime', precision='fp32', t
     if progress is not None and hasattr(progress, 'reset'):  # tqdm: now the total is known
         progress.reset(total=len(parts))
 
+    def taken(key, entry, unit):  # beyond the block (see the module's note)
+        if key is None:
+            return config['feed_' + unit][entry[0]]
+        return config['call_overhead_' + unit] if key == 'output_block' else 0.0
+
     def store(index, measurement):
         key, entry = parts[index]
-        # the stem keeps the one call overhead, the head loses it, a block its feed's time
-        less = ((0, 0) if key == 'input_block' else
-                (config['call_overhead_units'], config['call_overhead_ms']) if key else
-                (config['feed_units'][entry[0]], config['feed_ms'][entry[0]]))
-        for name, value, taken in (('latency_units', measurement.units, less[0]),
-                                   ('latency_ms', measurement.timing.median_ms, less[1])):
-            cells = table[name] if key else table[name]['nas_block'][entry[0]][entry[1]]
-            cells[key or entry[2]] = max(0.0, value - taken)
+        for unit, value in (('units', measurement.units), ('ms', measurement.timing.median_ms)):
+            value = max(0.0, value - taken(key, entry, unit))
+            if key is None:
+                table['latency_' + unit]['nas_block'][entry[0]][entry[1]][entry[2]] = value
+            else:
+                table['latency_' + unit][key] = value
         config['probe']['samples_ms'].append(measurement.probe.median_ms)
         _update_probe(config['probe'])
         save()
