@@ -29,7 +29,8 @@ setup(
     extras_require={
         'cpu': ['mxnet==1.9.1'],
         'gpu': ['mxnet-cu112==1.9.1'],
-        'test': ['pytest>=7', 'selenium==4.51.0'],  # selenium: the zoo page's browser test
+        'test': ['pytest>=7', 'pytest-xdist>=3.5',  # the suite runs on two workers
+                 'selenium==4.51.0'],  # the zoo page's browser test
     },
     entry_points={'console_scripts': [
         'nas-zoo=cli.zoo:main',

@@ -15,6 +15,12 @@ from nas.space import Arch, SearchSpace  # noqa: E402
 SE_PLUS = SearchSpace(use_se=True, last_conv_after_pooling=True)
 
 
+def pytest_collection_modifyitems(items):
+    """Slow tests first: the README runs the suite on two pytest-xdist workers, and a long test
+    handed out last would leave the other one idle."""
+    items.sort(key=lambda item: item.get_closest_marker('slow') is None)
+
+
 def randomize_bn(net, seed=0):
     """Give every BN non-trivial statistics and affine parameters (identity defaults hide bugs)."""
     rng = np.random.RandomState(seed)
