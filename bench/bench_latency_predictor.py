@@ -1,8 +1,8 @@
 """How well latency tables predict what deployed subnets measure (issue #15), per runtime.
 
 For each runtime (onnxruntime FP32, onnxruntime INT8 as nas-quantize writes it, the MXNet
-deployment graph of nas-export --mxnet), batch 1, 2 threads, OneShot SE + last-conv-after-pooling
-space at 224:
+deployment graph of nas-export --mxnet) at batch 1, and onnxruntime FP32 at batch 32, 2 threads,
+OneShot SE + last-conv-after-pooling space at 224:
 
 1. a latency table restricted to the entries the held-out subnets use (the full table is the
    same measurement, 800 times), with its correction fitted on calibration subnets drawn by the
@@ -43,10 +43,12 @@ from profiling.timing import cpu_model
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 HELD_OUT_SEED = 1  # the tables' calibration subnets use another seed
-# subnets per runtime: what fits the 8 minutes a quiet 2-core machine allows for the whole bench
-# (a table entry costs about 0.4 s on onnxruntime FP32, 1.5 s on INT8 (quantizing), 0.8 s on
-# MXNet; 20 subnets need about 300 entries)
-SAMPLES = {'onnxruntime:fp32': 20, 'onnxruntime:int8': 8, 'mxnet:fp32': 10}
+# held-out subnets per target (runtime:precision, batch 1 unless ':bN' says otherwise): 50 use
+# about 575 of the 800 entries; a table entry costs about 0.5 s on onnxruntime FP32, 1 s on INT8
+# (quantizing), 0.6 s on MXNet, so the bench takes about 50 minutes on a quiet 2-core machine
+SAMPLES = {'onnxruntime:fp32': 50, 'onnxruntime:fp32:b32': 50, 'onnxruntime:int8': 50,
+           'mxnet:fp32': 50}
+BATCH_RUNS_DIVISOR = 3
 _BUSY = 'import time\nend = time.time() + %f\nwhile time.time() < end:\n    pass\n'
 
 
@@ -104,20 +106,31 @@ def scatter(path, title, predicted, measured):
     plt.close(fig)
 
 
+def parse_target(target):
+    """'runtime:precision[:bN]' -> (runtime, precision, batch size)."""
+    runtime, precision, *batch = target.split(':')
+    return runtime, precision, int(batch[0][1:]) if batch else 1
+
+
 def bench_runtime(target, args, space, table_path):
-    runtime, precision = target.split(':')
+    runtime, precision, batch_size = parse_target(target)
     count = args.samples or SAMPLES[target]
     archs = held_out(space, count)
     needed = sorted({(p, a.blocks[p], a.channels[p]) for a in archs for p in range(NUM_POSITIONS)})
-    settings = dict(runtime=runtime, precision=precision, threads=args.threads, runs=args.runs,
-                    warmup=args.warmup, chunks=args.chunks)
+    # a batch-32 run times 32 images in about 30x a batch-1 run's time: a third of the runs
+    # keeps the target's time near the others'
+    thin = 1 if batch_size == 1 else BATCH_RUNS_DIVISOR
+    settings = dict(runtime=runtime, precision=precision, threads=args.threads,
+                    runs=max(args.chunks, args.runs // thin), warmup=args.warmup,
+                    chunks=args.chunks)
     start = time.time()
     table = measure_latency_table(space, entries=needed, calibration=args.calibration,
-                                  path=table_path, resume=True, **settings)
+                                  path=table_path, resume=True, batch_size=batch_size,
+                                  **settings)
     table_s = time.time() - start
-    shape = (1, 3, space.input_size, space.input_size)
+    shape = (batch_size, 3, space.input_size, space.input_size)
     start = time.time()
-    whole = dict(settings, runs=args.subnet_runs)
+    whole = dict(settings, runs=max(args.chunks, args.subnet_runs // thin))
     measured = measure_deployed(nets(archs, shape), **whole)
     again = measure_deployed(nets(archs[:args.repeat], shape), **whole)
     [alone] = measure_deployed(nets(archs[:1], shape), group=1, **whole)
@@ -128,7 +141,8 @@ def bench_runtime(target, args, space, table_path):
     noise_units = [abs(a.units - m.units) / m.units for a, m in zip(again, measured)]
     predicted = predictions(table, archs, measured)
     result = {
-        'samples': count, 'entries': len(needed), 'table_seconds': table_s,
+        'samples': count, 'batch_size': batch_size, 'entries': len(needed),
+        'table_seconds': table_s,
         'measure_seconds': measure_s, 'correction': table['correction'],
         'probe_ms': table['config']['probe']['median_ms'],
         'probe_spread': table['config']['probe']['spread'],
@@ -153,8 +167,8 @@ def bench_runtime(target, args, space, table_path):
              100 * result['errors']['unrescaled_uncorrected']['mean_abs'],
              100 * result['noise_floor']['mean_abs'],
              100 * result['noise_floor']['units_mean_abs'], table_s), flush=True)
-    scatter(os.path.join(args.plots, 'latency_%s_%s.png' % (runtime, precision)),
-            '%s %s, %d held-out subnets' % (runtime, precision, count),
+    scatter(os.path.join(args.plots, 'latency_%s.png' % target.replace(':', '_')),
+            '%s %s, batch %d, %d held-out subnets' % (runtime, precision, batch_size, count),
             predicted['rescaled_corrected'], medians)
     return result, table
 
@@ -212,7 +226,7 @@ def main():
     space = SearchSpace(use_se=True, last_conv_after_pooling=True, input_size=args.input_size)
     prefix = args.table or os.path.join(tempfile.mkdtemp(prefix='bench-latency-'), 'table')
     start = time.time()
-    results = {'config': dict(vars(args), cpu=cpu_model(), batch_size=1, space=space.key(),
+    results = {'config': dict(vars(args), cpu=cpu_model(), space=space.key(),
                               load_average_before=os.getloadavg()), 'runtimes': {}}
     tables = {}
     for target in args.runtimes:

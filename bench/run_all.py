@@ -279,13 +279,18 @@ def _predictor_goals(found):
     """Issue #15: held-out subnets against the rescaled, corrected table prediction, beside
     the noise floor (the same subnet measured twice), and the drift test."""
     rows = []
+    # the issue sets no bound at batch 32 (onnxruntime:fp32:b32): reported beside the others
     bounds = {'onnxruntime:fp32': 0.9, 'onnxruntime:int8': 0.8, 'mxnet:fp32': 0.8}
     for target, result in found['runtimes'].items():
         best, noise = result['errors']['rescaled_corrected'], result['noise_floor']['mean_abs']
-        label = '%s, batch 1, %d held-out subnets (noise floor %.1f %%)' % (
-            target, result['samples'], 100 * noise)
-        rows.append(_goal(15, 'latency predictor within +-10 %%, %s' % label,
-                          '>= %.0f %%' % (100 * bounds[target]), best['within_10'],
+        label = '%s, batch %d, %d held-out subnets (noise floor %.1f %%)' % (
+            target.split(':b')[0], result.get('batch_size', 1), result['samples'], 100 * noise)
+        goal = 'latency predictor within +-10 %%, %s' % label
+        if target not in bounds:
+            rows.append({'issue': 15, 'goal': goal, 'target': '-', 'met': None,
+                         'value': '%.0f %%' % (100 * best['within_10'])})
+            continue
+        rows.append(_goal(15, goal, '>= %.0f %%' % (100 * bounds[target]), best['within_10'],
                           best['within_10'] >= bounds[target], '%.0f %%', 100))
         if target == 'onnxruntime:fp32':
             rows.append(_goal(15, 'latency predictor mean error, %s' % label, '<= 5 %',
