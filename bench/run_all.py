@@ -26,6 +26,7 @@ The tables are also quoted in README.md, between its bench markers (``--no-readm
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -284,7 +285,8 @@ def _predictor_goals(found):
     for target, result in found['runtimes'].items():
         best, noise = result['errors']['rescaled_corrected'], result['noise_floor']['mean_abs']
         label = '%s, batch %d, %d held-out subnets (noise floor %.1f %%)' % (
-            target.split(':b')[0], result.get('batch_size', 1), result['samples'], 100 * noise)
+            re.sub(r':b\d+$', '', target), result.get('batch_size', 1), result['samples'],
+            100 * noise)
         goal = 'latency predictor within +-10 %%, %s' % label
         if target not in bounds:
             rows.append({'issue': 15, 'goal': goal, 'target': '-', 'met': None,
