@@ -26,7 +26,6 @@ The tables are also quoted in README.md, between its bench markers (``--no-readm
 import argparse
 import json
 import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -34,6 +33,7 @@ import time
 
 from common import (THREADS, gemm_peak, machine, measure_in_workers, ort_op_profile,
                     round_ratio, round_stats, unit_scale_net, write_mxnet_graphs)
+from bench_latency_predictor import parse_target  # noqa: E402  (after common, as below)
 from export.merge_bn import merge_bn  # noqa: E402  (after common: it pins the threads)
 from export.onnx import export_onnx  # noqa: E402
 from nas.atomic import write_json, write_text  # noqa: E402
@@ -284,9 +284,9 @@ def _predictor_goals(found):
     bounds = {'onnxruntime:fp32': 0.9, 'onnxruntime:int8': 0.8, 'mxnet:fp32': 0.8}
     for target, result in found['runtimes'].items():
         best, noise = result['errors']['rescaled_corrected'], result['noise_floor']['mean_abs']
-        label = '%s, batch %d, %d held-out subnets (noise floor %.1f %%)' % (
-            re.sub(r':b\d+$', '', target), result.get('batch_size', 1), result['samples'],
-            100 * noise)
+        runtime, precision, batch_size = parse_target(target)
+        label = '%s:%s, batch %d, %d held-out subnets (noise floor %.1f %%)' % (
+            runtime, precision, batch_size, result['samples'], 100 * noise)
         goal = 'latency predictor within +-10 %%, %s' % label
         if target not in bounds:
             rows.append({'issue': 15, 'goal': goal, 'target': '-', 'met': None,
