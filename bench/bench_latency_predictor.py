@@ -25,7 +25,6 @@ Writes ``--out`` (default bench/results_latency.json) with one entry per runtime
     python bench/bench_latency_predictor.py [--runtimes onnxruntime:fp32 ...] [--samples N]
 """
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -35,9 +34,8 @@ import time
 import numpy as np
 
 from nas.atomic import write_json
-from nas.network import OneShotNet
 from nas.space import Arch, SearchSpace, NUM_BLOCKS, NUM_POSITIONS, NUM_SCALES
-from profiling.deploy import measure_deployed
+from profiling.deploy import measure_deployed, subnets
 from profiling.latency_table import measure_latency_table, predict_latency
 from profiling.timing import cpu_model
 
@@ -59,13 +57,6 @@ def held_out(space, count):
     return [Arch(tuple(rng.randint(0, NUM_BLOCKS, NUM_POSITIONS)),
                  tuple(rng.randint(0, NUM_SCALES, NUM_POSITIONS)), space)
             for _ in range(count)]
-
-
-def nets(archs, shape):
-    for arch in archs:
-        net = OneShotNet(arch)
-        net.initialize()
-        yield net, shape
 
 
 def errors(predicted, measured):
@@ -131,9 +122,9 @@ def bench_runtime(target, args, space, table_path):
     shape = (batch_size, 3, space.input_size, space.input_size)
     start = time.time()
     whole = dict(settings, runs=max(args.chunks, args.subnet_runs // thin))
-    measured = measure_deployed(nets(archs, shape), **whole)
-    again = measure_deployed(nets(archs[:args.repeat], shape), **whole)
-    [alone] = measure_deployed(nets(archs[:1], shape), group=1, **whole)
+    measured = measure_deployed(subnets(archs, shape), **whole)
+    again = measure_deployed(subnets(archs[:args.repeat], shape), **whole)
+    [alone] = measure_deployed(subnets(archs[:1], shape), group=1, **whole)
     measure_s = time.time() - start
     medians = [m.timing.median_ms for m in measured]
     noise = [abs(a.timing.median_ms - m) / m for a, m in zip(again, medians)]
@@ -180,7 +171,7 @@ def drift(args, space, table):
     busy = subprocess.Popen([sys.executable, '-c', _BUSY % args.drift_seconds])
     try:
         time.sleep(0.5)
-        measured = measure_deployed(nets(archs, shape), runtime='onnxruntime', precision='fp32',
+        measured = measure_deployed(subnets(archs, shape), runtime='onnxruntime', precision='fp32',
                                     threads=args.threads, runs=args.subnet_runs,
                                     warmup=args.warmup, chunks=args.chunks)
     finally:

@@ -47,7 +47,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import mxnet as mx  # noqa: E402
 import numpy as np  # noqa: E402
 
-from bench_latency_predictor import nets  # noqa: E402
 from nas.atomic import read_json, save_params, write_json, write_text  # noqa: E402
 from nas.constraints import Constraints  # noqa: E402
 from nas.data import open_dataset  # noqa: E402
@@ -58,7 +57,7 @@ from nas.search import SearchConfig  # noqa: E402
 from nas.search_run import search_supernet  # noqa: E402
 from nas.space import Arch, SearchSpace, NUM_POSITIONS, NUM_SCALES  # noqa: E402
 from nas.train import TrainConfig, train_supernet  # noqa: E402
-from profiling.deploy import measure_deployed  # noqa: E402
+from profiling.deploy import measure_deployed, subnets  # noqa: E402
 from profiling.latency_table import measure_latency_table, predict_latency  # noqa: E402
 from profiling.timing import cpu_model  # noqa: E402
 from profiling.verify import latency_predictor, verify_winners  # noqa: E402
@@ -152,7 +151,8 @@ def near_limit(out_dir, folder, count):
 def noise_floor(winners, args, size):
     """The first ``--repeat`` winners timed again: relative differences of the medians in ms
     and in probe units (the latter is free of the machine's drift in between)."""
-    again = measure_deployed(nets([arch for arch, _ in winners[:args.repeat]], (1, 3, size, size)),
+    again = measure_deployed(subnets([arch for arch, _ in winners[:args.repeat]],
+                                     (1, 3, size, size)),
                              RUNTIME, 'fp32', args.threads, **args.timing)
     ms = [abs(m.timing.median_ms - r['median_ms']) / r['median_ms']
           for m, (_, r) in zip(again, winners)]

@@ -17,10 +17,11 @@ from export.merge_bn import merge_bn
 from export.mxnet_symbol import INPUT_NAME, export_mxnet
 from export.onnx import export_onnx
 from nas.errors import ProfilingError
-from .timing import check_counts, check_runtime, measure_models, random_input, runtime_version
+from nas.network import OneShotNet
+from .timing import check_counts, check_runtime, measure_models, random_input
 
 __all__ = ['PRECISIONS', 'ONNX_CHANNEL_BLOCK', 'check_target', 'Fed', 'write_deployed',
-           'write_probe', 'measure_deployed', 'measure_probe']
+           'write_probe', 'subnets', 'measure_deployed', 'measure_probe']
 
 PRECISIONS = ('fp32', 'int8')
 ONNX_CHANNEL_BLOCK = 16  # nas-export's default padding
@@ -109,6 +110,15 @@ def write_probe(runtime, folder):
         return base, _PROBE_SHAPE
     export_onnx(probe, base + '.onnx', _PROBE_SHAPE)
     return base + '.onnx', _PROBE_SHAPE
+
+
+def subnets(archs, shape):
+    """``(net, shape)`` for each of ``archs``, default-initialized one at a time, as
+    ``measure_deployed`` takes them: latency does not depend on the weights' values."""
+    for arch in archs:
+        net = OneShotNet(arch)
+        net.initialize()
+        yield net, shape
 
 
 def measure_deployed(items, runtime, precision, threads, runs=20, warmup=5, chunks=4,

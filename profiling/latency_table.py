@@ -29,7 +29,7 @@ from nas.errors import ProfilingError
 from nas.network import OneShotNet
 from nas.space import Arch, SearchSpace, NUM_BLOCKS, NUM_POSITIONS, NUM_SCALES
 from .correction import apply_correction, fit_correction
-from .deploy import Fed, check_target, measure_deployed
+from .deploy import Fed, check_target, measure_deployed, subnets
 from .timing import WINDOW_S, check_counts, cpu_model, runtime_version
 
 __all__ = ['TABLE_KIND', 'table_entries', 'measure_latency_table', 'load_latency_table',
@@ -228,13 +228,7 @@ def _calibrate(table, space, count, settings, batch_size):
         log.warning('no correction: the table has no entry at some position')
         return None
     shape = (batch_size, 3, space.input_size, space.input_size)
-
-    def nets():
-        for arch in archs:
-            net = OneShotNet(arch)
-            net.initialize()
-            yield net, shape
-    measured = measure_deployed(nets(), group=count, **dict(
+    measured = measure_deployed(subnets(archs, shape), group=count, **dict(
         settings, runs=settings['runs'] * CALIBRATION_RUNS))
     predicted = [predict_latency(table, arch, correct=False, units=True) for arch in archs]
     correction = fit_correction(predicted, [m.units for m in measured])

@@ -13,7 +13,7 @@ from nas.atomic import read_json, write_json
 from nas.errors import ProfilingError
 from nas.network import OneShotNet
 from nas.space import Arch
-from .deploy import measure_deployed, measure_probe
+from .deploy import measure_deployed, measure_probe, subnets
 from .timing import check_runtime
 from .latency_table import (load_latency_table, measure_latency_table, predict_floor,
                             predict_latency)
@@ -68,13 +68,7 @@ def verify_winners(out_dir, space, predictor, limit_ms=None, runs=20, warmup=5, 
     setting = predictor.setting()
     shape = (setting['batch_size'], 3, space.input_size, space.input_size)
     archs = [Arch.parse(winner['arch'], space) for winner in winners]
-
-    def nets():
-        for arch in archs:
-            net = OneShotNet(arch)
-            net.initialize()  # latency does not depend on the weights' values
-            yield net, shape
-    measured = measure(nets(), setting['runtime'], setting['precision'], setting['threads'],
+    measured = measure(subnets(archs, shape), setting['runtime'], setting['precision'], setting['threads'],
                        runs=runs, warmup=warmup, chunks=chunks)
     records = []
     for winner, arch, measurement in zip(winners, archs, measured):
