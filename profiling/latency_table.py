@@ -38,7 +38,7 @@ __all__ = ['TABLE_KIND', 'table_entries', 'measure_latency_table', 'load_latency
 log = logging.getLogger(__name__)
 
 TABLE_KIND = 'oneshot-nas latency table'
-TABLE_VERSION = 3  # 3: blocks timed fed (profiling.deploy.Fed)
+TABLE_VERSION = 4  # 3: blocks timed fed (profiling.deploy.Fed); 4: the probe is a network
 _FLOAT_BYTES = 4
 _CALIBRATION_SEED = 20260  # calibration subnets: never the benchmark's held-out ones
 CALIBRATION_RUNS = 3  # x runs for calibration subnets: their noise enters every prediction

@@ -4,12 +4,13 @@ Every measurement runs in a worker process that loads ONE runtime (``python -m
 profiling.timing_worker``): MXNet's OpenMP threads and onnxruntime's spinning pool threads never
 share a process, and the main process (which traces and exports with MXNet) only waits while the
 worker times. Models are timed in interleaved chunks, and before every chunk the worker times a
-fixed *reference probe* (a small constant network on the same runtime and threads). A model's
-median divided by the median of its neighbouring probe chunks is its time in *probe units*: a
-slower machine (other work, a lower clock) slows model and probe alike, so units survive drift.
+fixed *reference probe* (a fixed network on the same runtime and threads:
+``profiling.deploy.write_probe``). A model's median divided by the median of its neighbouring
+probe chunks is its time in *probe units*: a slower machine (other work, a lower clock) slows
+model and probe alike, so units survive drift.
 
 A *sample* is the mean of as many consecutive runs as fill a window of about ``WINDOW_S`` (one
-run for a whole network, dozens for a small block or the probe). Other processes take the CPU in
+run for a whole network or the probe, dozens for a small block). Other processes take the CPU in
 scheduler slices of a few milliseconds: a 0.3 ms run usually slips between them while a 6 ms
 network does not, so only samples of equal length see the same share of a busy machine.
 onnxruntime sessions run with intra-op spinning off: each session has its own pool, and pool
@@ -60,9 +61,11 @@ class Timing:
 
 @dataclass(frozen=True)
 class Measurement:
-    """A model's Timing next to the probe chunks timed between its chunks."""
+    """A model's Timing next to the probe chunks timed between its chunks; ``timings``: how
+    many times its group was timed (``deploy.measure_deployed`` times a disturbed one again)."""
     timing: Timing
     probe: Timing
+    timings: int = 1
 
     @property
     def units(self):
@@ -71,7 +74,7 @@ class Measurement:
 
     def to_dict(self):
         return {'timing': self.timing.to_dict(), 'probe': self.probe.to_dict(),
-                'units': self.units}
+                'units': self.units, 'timings': self.timings}
 
 
 def summarize(seconds):

@@ -2,7 +2,6 @@
 PNG plots beside them and ``zoo_page.json`` (the figures shown). Plain HTML with inline CSS and
 JavaScript: it opens from disk, with no server and no network."""
 import html
-import json
 import os
 import shutil
 
