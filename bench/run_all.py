@@ -285,8 +285,9 @@ def _predictor_goals(found):
     for target, result in found['runtimes'].items():
         best, noise = result['errors']['rescaled_corrected'], result['noise_floor']['mean_abs']
         runtime, precision, batch_size = parse_target(target)
-        label = '%s:%s, batch %d, %d held-out subnets (noise floor %.1f %%)' % (
-            runtime, precision, batch_size, result['samples'], 100 * noise)
+        label = ('%s:%s, batch %d, %d held-out subnets (noise floor %.1f %%; %d of %d groups '
+                 'timed again)' % (runtime, precision, batch_size, result['samples'],
+                                   100 * noise, result['retimed_groups'], result['groups']))
         goal = 'latency predictor within +-10 %%, %s' % label
         if target not in bounds:
             rows.append({'issue': 15, 'goal': goal, 'target': '-', 'met': None,

@@ -75,13 +75,16 @@ def test_child_benchmark_goals_read_their_results(monkeypatch):
                                'speedup': 1.25}},
         'predictor': {'runtimes': {
             'onnxruntime:fp32': {'samples': 20, 'noise_floor': {'mean_abs': 0.02},
+                                 'retimed_groups': 1, 'groups': 3,
                                  'errors': {'rescaled_corrected': {'within_10': 0.9,
                                                                    'mean_abs': 0.051}}},
-            'onnxruntime:fp32:b32': {'samples': 50, 'batch_size': 32,
+            'onnxruntime:fp32:b32': {'samples': 50, 'batch_size': 32, 'retimed_groups': 0,
+                                     'groups': 6,
                                      'noise_floor': {'mean_abs': 0.02},
                                      'errors': {'rescaled_corrected': {'within_10': 0.5,
                                                                        'mean_abs': 0.2}}},
             'mxnet:fp32': {'samples': 10, 'noise_floor': {'mean_abs': 0.05},
+                           'retimed_groups': 0, 'groups': 2,
                            'errors': {'rescaled_corrected': {'within_10': 0.8,
                                                              'mean_abs': 0.07}}}},
             'drift': {'probe_ms_table': 0.4, 'probe_ms_loaded': 0.8,
@@ -109,6 +112,7 @@ def test_child_benchmark_goals_read_their_results(monkeypatch):
                         (15, False), (15, None), ('-', None)]
     goals = [row['goal'] for row in _child_goals(children) if row['issue'] == 15]
     assert 'onnxruntime:fp32, batch 32, 50 held-out subnets' in goals[2]
+    assert '1 of 3 groups timed again' in goals[0]
 
 
 def test_readme_quotes_the_run_of_record():
