@@ -23,8 +23,9 @@ from zoo import get_model
 from .timing import check_counts, check_runtime, measure_models, random_input
 
 __all__ = ['PRECISIONS', 'ONNX_CHANNEL_BLOCK', 'PROBE_MODEL', 'PROBE_SIZE', 'PROBE_RUNS',
-           'DISTURBED_SPREAD', 'RETIMES', 'MAX_PAUSE_S', 'check_target', 'Fed', 'write_deployed', 'write_probe',
-           'subnets', 'measure_deployed', 'disturbed', 'measure_probe']
+           'DISTURBED_SPREAD', 'RETIMES', 'MAX_PAUSE_S', 'check_target', 'Fed',
+           'write_deployed', 'write_probe', 'subnets', 'measure_deployed', 'disturbed',
+           'measure_probe']
 
 PRECISIONS = ('fp32', 'int8')
 ONNX_CHANNEL_BLOCK = 16  # nas-export's default padding
