@@ -99,7 +99,7 @@ def write_probe(runtime, folder):
 
     The probe is the zoo's OneShot-S+ at ``PROBE_SIZE`` px (about 4 ms on onnxruntime, 2 threads):
     the same kernels, per-operator costs and weight bytes as the subnets it stands for, so that
-    what slows them slows it alike. A smaller probe did not: three 3x3 convolutions on 32 x 28
+    what slows them slows it too (closely, not exactly). A smaller probe did not: three 3x3 convolutions on 32 x 28
     x 28 (0.27 ms, cache-resident) slowed 1.3-1.5x under a busy loop that slowed 224-px subnets
     1.14x, and a co-tenant once slowed the subnets 1.6x and it 1.07x. Weights are default-
     initialized: latency does not depend on their values."""
