@@ -97,12 +97,12 @@ def write_probe(runtime, folder):
     """Write the reference probe for ``runtime`` into ``folder`` as ``write_deployed`` writes a
     network; returns (model, shape).
 
-    The probe is the zoo's OneShot-S+ at ``PROBE_SIZE`` px (about 4 ms on onnxruntime, 2 threads):
-    the same kernels, per-operator costs and weight bytes as the subnets it stands for, so that
-    what slows them slows it too (closely, not exactly). A smaller probe did not: three 3x3 convolutions on 32 x 28
-    x 28 (0.27 ms, cache-resident) slowed 1.3-1.5x under a busy loop that slowed 224-px subnets
-    1.14x, and a co-tenant once slowed the subnets 1.6x and it 1.07x. Weights are default-
-    initialized: latency does not depend on their values."""
+    The probe is the zoo's OneShot-S+ at ``PROBE_SIZE`` px (about 4 ms on onnxruntime, 2
+    threads): the same kernels, per-operator costs and weight bytes as the subnets it stands
+    for, so that what slows them slows it too (closely, not exactly). A smaller probe did not:
+    three 3x3 convolutions on 32 x 28 x 28 (0.27 ms, cache-resident) slowed 1.3-1.5x under a
+    busy loop that slowed 224-px subnets 1.14x, and a co-tenant once slowed the subnets 1.6x
+    and it 1.07x. Weights are default-initialized: latency does not depend on their values."""
     net = get_model(PROBE_MODEL, input_size=PROBE_SIZE)
     shape = (1, 3, PROBE_SIZE, PROBE_SIZE)
     return write_deployed(net, shape, runtime, 'fp32', os.path.join(folder, 'probe')), shape
@@ -136,12 +136,14 @@ def measure_deployed(items, runtime, precision, threads, runs=20, warmup=5, chun
     with tempfile.TemporaryDirectory(prefix='nas-deployed-') as folder:
         probe = write_probe(runtime, folder)
 
-        def time_group(start, batch, attempts):
-            """Time ``batch`` once more; settle it unless disturbed and re-timings remain."""
+        def time_group(start, batch, attempts, pause):
+            """Time ``batch`` once more after ``pause`` seconds; returns the arguments of its
+            next timing while it is disturbed and re-timings remain, else settles it."""
+            time.sleep(pause)
             began = time.perf_counter()
             attempts.append(measure_models(batch, runtime, threads, probe, **settings))
             if disturbed(attempts[-1]) and len(attempts) <= RETIMES:
-                return start, batch, attempts, time.perf_counter() - began
+                return start, batch, attempts, min(time.perf_counter() - began, MAX_PAUSE_S)
             kept = min(attempts, key=_group_spread)
             for index, result in enumerate(kept, start):
                 results[index] = dataclasses.replace(result, timings=len(attempts))
@@ -155,17 +157,12 @@ def measure_deployed(items, runtime, precision, threads, runs=20, warmup=5, chun
             batch.append((write_deployed(net, tuple(shape), runtime, precision, base), shape))
             count += 1
             if len(batch) == group:
-                pending.append(time_group(count - len(batch), batch, []))
+                pending.append(time_group(count - len(batch), batch, [], 0))
                 batch = []
         if batch:
-            pending.append(time_group(count - len(batch), batch, []))
-        pending = [entry for entry in pending if entry]
-        while pending:
-            again = []
-            for start, batch, attempts, seconds in pending:
-                time.sleep(min(seconds, MAX_PAUSE_S))
-                again.append(time_group(start, batch, attempts))
-            pending = [entry for entry in again if entry]
+            pending.append(time_group(count - len(batch), batch, [], 0))
+        while any(pending):  # the disturbed groups, after all the others
+            pending = [time_group(*entry) for entry in pending if entry]
     return [results[index] for index in range(count)]
 
 

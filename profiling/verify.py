@@ -11,7 +11,6 @@ import os
 
 from nas.atomic import read_json, write_json
 from nas.errors import ProfilingError
-from nas.network import OneShotNet
 from nas.space import Arch
 from .deploy import measure_deployed, measure_probe, subnets
 from .timing import check_runtime
@@ -68,8 +67,8 @@ def verify_winners(out_dir, space, predictor, limit_ms=None, runs=20, warmup=5, 
     setting = predictor.setting()
     shape = (setting['batch_size'], 3, space.input_size, space.input_size)
     archs = [Arch.parse(winner['arch'], space) for winner in winners]
-    measured = measure(subnets(archs, shape), setting['runtime'], setting['precision'], setting['threads'],
-                       runs=runs, warmup=warmup, chunks=chunks)
+    measured = measure(subnets(archs, shape), setting['runtime'], setting['precision'],
+                       setting['threads'], runs=runs, warmup=warmup, chunks=chunks)
     records = []
     for winner, arch, measurement in zip(winners, archs, measured):
         timing = measurement.timing
@@ -100,10 +99,8 @@ def predict_and_measure(arch, runtime='onnxruntime', precision='fp32', threads=2
     table = measure_latency_table(arch.space, entries=[
         (p, b, c) for p, (b, c) in enumerate(zip(arch.blocks, arch.channels))], calibration=0,
         **settings)
-    net = OneShotNet(arch)
-    net.initialize()
     size = arch.space.input_size
-    [measured] = measure_deployed([(net, (1, 3, size, size))], **settings)
+    [measured] = measure_deployed(subnets([arch], (1, 3, size, size)), **settings)
     predicted = predict_latency(table, arch, measured.probe.median_ms)
     timing = measured.timing
     return {'predicted_ms': predicted, 'median_ms': timing.median_ms, 'min_ms': timing.min_ms,

@@ -16,7 +16,8 @@ def timed(monkeypatch):
     """measure_deployed with the writing stubbed and measure_models replaced by a script of
     spreads, one list per call; returns (run, calls)."""
     calls = []
-    monkeypatch.setattr(deploy, 'write_probe', lambda runtime, folder: ('probe.onnx', (1, 3, 8, 8)))
+    monkeypatch.setattr(deploy, 'write_probe',
+                        lambda runtime, folder: ('probe.onnx', (1, 3, 8, 8)))
     monkeypatch.setattr(deploy, 'write_deployed', lambda net, shape, *args: '%s.onnx' % net)
 
     def run(script, count, group):
