@@ -16,8 +16,9 @@ OneShot SE + last-conv-after-pooling space at 224:
    and ±10 %, mean, max, RMSE; a scatter plot predicted vs measured (bench/latency_<rt>.png);
 4. neighbours: the first subnet measured alone in its own worker vs in its group (ratio of
    probe units; 1.0 means its neighbours did not change its time);
-5. drift (onnxruntime FP32): a bounded background busy loop started and stopped here loads the
-   machine while subnets are measured; predictions with and without rescaling against them.
+5. drift (onnxruntime FP32): bounded background busy loops (one per core, on and off by the
+   millisecond) started and stopped here load the machine while subnets are measured;
+   predictions with and without rescaling against them.
 
 Writes ``--out`` (default bench/results_latency.json) with one entry per runtime under
 ``runtimes`` and the drift test under ``drift``. It never asserts.
@@ -50,7 +51,13 @@ SAMPLES = {'onnxruntime:fp32': 50, 'onnxruntime:fp32:b32': 50, 'onnxruntime:int8
 # that target's time near the others'
 BATCH_RUNS_DIVISOR = 3
 GROUP = 10  # measure_deployed's networks per worker process (and per re-timing)
-_BUSY = 'import time\nend = time.time() + %f\nwhile time.time() < end:\n    pass\n'
+# the drift load: on and off by the millisecond, one per core. One plain busy loop shares a
+# core with one runtime thread in scheduler slices, and how it slows a network depends on how
+# those slices fall against the network's barriers: 1.03-1.5x for the same subnets run to run
+DUTY_MS = 1.0
+_LOAD = ('import time\nend = time.time() + %f\nwhile time.time() < end:\n'
+         '    busy = time.perf_counter() + %f\n    while time.perf_counter() < busy:\n'
+         '        pass\n    time.sleep(%f)\n')
 
 
 def held_out(space, count):
@@ -122,7 +129,8 @@ def bench_runtime(target, args, space, table_path):
     table_s = time.time() - start
     shape = (batch_size, 3, space.input_size, space.input_size)
     start = time.time()
-    whole = dict(settings, runs=max(args.chunks, args.subnet_runs // thin), group=GROUP)
+    whole = dict(settings, runs=max(args.chunks, args.subnet_runs // thin), group=GROUP,
+                 probe_size=space.input_size)
     measured = measure_deployed(subnets(archs, shape), **whole)
     again = measure_deployed(subnets(archs[:args.repeat], shape), **whole)
     [alone] = measure_deployed(subnets(archs[:1], shape), **dict(whole, group=1))
@@ -171,21 +179,25 @@ def bench_runtime(target, args, space, table_path):
 
 
 def drift(args, space, table):
-    """Subnets measured while a busy loop (one process, bounded in time) loads the machine."""
+    """Subnets measured while busy loops (one per core, on and off every ``DUTY_MS``, bounded
+    in time) load the machine."""
     archs = held_out(space, args.drift_samples)
     shape = (1, 3, space.input_size, space.input_size)
-    busy = subprocess.Popen([sys.executable, '-c', _BUSY % args.drift_seconds])
+    code = _LOAD % (args.drift_seconds, DUTY_MS / 1e3, DUTY_MS / 1e3)
+    loads = [subprocess.Popen([sys.executable, '-c', code]) for _ in range(os.cpu_count())]
     try:
         time.sleep(0.5)
         measured = measure_deployed(subnets(archs, shape), runtime='onnxruntime', precision='fp32',
                                     threads=args.threads, runs=args.subnet_runs,
-                                    warmup=args.warmup, chunks=args.chunks)
+                                    warmup=args.warmup, chunks=args.chunks,
+                                    probe_size=space.input_size)
     finally:
-        busy.kill()
-        busy.wait()
+        for load in loads:
+            load.kill()
+            load.wait()
     medians = [m.timing.median_ms for m in measured]
     predicted = predictions(table, archs, measured)
-    result = {'samples': len(archs), 'busy_processes': 1,
+    result = {'samples': len(archs), 'busy_processes': len(loads), 'duty_ms': DUTY_MS,
               'probe_ms_loaded': float(np.median([m.probe.median_ms for m in measured])),
               'probe_ms_table': table['config']['probe']['median_ms'],
               'rescaled': errors(predicted['rescaled_corrected'], medians),
@@ -212,9 +224,9 @@ def main():
                         'gives its calibration subnets (3 x --runs)')
     parser.add_argument('--warmup', type=int, default=3)
     parser.add_argument('--chunks', type=int, default=3)
-    parser.add_argument('--drift-samples', type=int, default=6)
+    parser.add_argument('--drift-samples', type=int, default=10)
     parser.add_argument('--drift-seconds', type=float, default=300.0,
-                        help='upper bound of the busy loop')
+                        help='upper bound of the busy loops')
     parser.add_argument('--no-drift', dest='drift', action='store_false')
     parser.add_argument('--table', default=None,
                         help='table file prefix (one per runtime), kept to resume')

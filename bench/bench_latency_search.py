@@ -153,7 +153,7 @@ def noise_floor(winners, args, size):
     and in probe units (the latter is free of the machine's drift in between)."""
     again = measure_deployed(subnets([arch for arch, _ in winners[:args.repeat]],
                                      (1, 3, size, size)),
-                             RUNTIME, 'fp32', args.threads, **args.timing)
+                             RUNTIME, 'fp32', args.threads, probe_size=size, **args.timing)
     ms = [abs(m.timing.median_ms - r['median_ms']) / r['median_ms']
           for m, (_, r) in zip(again, winners)]
     units = [abs(m.units * r['probe_ms'] / r['median_ms'] - 1) for m, (_, r) in zip(again, winners)]

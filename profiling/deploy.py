@@ -30,9 +30,9 @@ __all__ = ['PRECISIONS', 'ONNX_CHANNEL_BLOCK', 'PROBE_MODEL', 'PROBE_SIZE', 'PRO
 PRECISIONS = ('fp32', 'int8')
 ONNX_CHANNEL_BLOCK = 16  # nas-export's default padding
 PROBE_MODEL = 'oneshot_s_plus'
-PROBE_SIZE = 128
+PROBE_SIZE = 224  # the probe's input size where the networks timed do not set it
 # measure_probe's runs: it times the probe as a model and between its chunks, so 2 x runs x
-# about 4 ms (onnxruntime) or 38 ms (MXNet pays per operator, whatever the input size)
+# about 7 ms at 224 px (onnxruntime) or 45 ms (MXNet pays per operator at any input size)
 PROBE_RUNS = {'onnxruntime': 100, 'mxnet': 12}
 DISTURBED_SPREAD = 0.15
 RETIMES = 2  # a disturbed group is timed at most 3 times
@@ -93,19 +93,22 @@ class Fed(nn.HybridBlock):
         return self.sink(x if self.block is None else self.block(x))
 
 
-def write_probe(runtime, folder):
-    """Write the reference probe for ``runtime`` into ``folder`` as ``write_deployed`` writes a
-    network; returns (model, shape).
+def write_probe(runtime, folder, precision='fp32', size=PROBE_SIZE):
+    """Write the reference probe for ``runtime`` and ``precision`` into ``folder`` as
+    ``write_deployed`` writes a network; returns (model, shape).
 
-    The probe is the zoo's OneShot-S+ at ``PROBE_SIZE`` px (about 4 ms on onnxruntime, 2
-    threads): the same kernels, per-operator costs and weight bytes as the subnets it stands
-    for, so that what slows them slows it too (closely, not exactly). A smaller probe did not:
-    three 3x3 convolutions on 32 x 28 x 28 (0.27 ms, cache-resident) slowed 1.3-1.5x under a
-    busy loop that slowed 224-px subnets 1.14x, and a co-tenant once slowed the subnets 1.6x
-    and it 1.07x. Weights are default-initialized: latency does not depend on their values."""
-    net = get_model(PROBE_MODEL, input_size=PROBE_SIZE)
-    shape = (1, 3, PROBE_SIZE, PROBE_SIZE)
-    return write_deployed(net, shape, runtime, 'fp32', os.path.join(folder, 'probe')), shape
+    The probe is the zoo's OneShot-S+ at the networks' input ``size`` and precision (an INT8
+    table's probe is INT8 as nas-quantize writes it): the same kernels, operator sizes, thread
+    utilization and weight bytes as the subnets it stands for, so that what slows them slows it
+    too (closely, not exactly). Measured here with 8 subnets at 224 px, each timed idle and
+    under load, ratio of the two in probe units within 10 %: OneShot-S+ at 224 px 7/8 and 7/8
+    under one busy loop, 7/8 and 8/8 under two duty-cycled loops; at 128 px (smaller
+    operators, idler threads) 3/8, 3/8, 3/8 and 1/8; three 3x3 convolutions on 32 x 28 x 28
+    did worse still. An FP32 probe once ran 1.9x slow while the INT8 subnets timed between its
+    chunks ran 1.15x. Weights are default-initialized: latency does not depend on them."""
+    net = get_model(PROBE_MODEL, input_size=size)
+    shape = (1, 3, size, size)
+    return write_deployed(net, shape, runtime, precision, os.path.join(folder, 'probe')), shape
 
 
 def subnets(archs, shape):
@@ -118,10 +121,12 @@ def subnets(archs, shape):
 
 
 def measure_deployed(items, runtime, precision, threads, runs=20, warmup=5, chunks=4,
-                     flush_bytes=0, group=10, on_result=None):
+                     flush_bytes=0, group=10, on_result=None, probe_size=PROBE_SIZE,
+                     probe_precision=None):
     """Write each ``(net, shape)`` of ``items`` deployed and time it, ``group`` at a time,
-    interleaved with the probe (``timing.measure_models``). ``items`` may be a generator: only
-    one group's networks are needed at once.
+    interleaved with the probe (``timing.measure_models``) at ``probe_size`` px in
+    ``probe_precision`` (default: ``precision``). ``items`` may be a generator: only one
+    group's networks are needed at once.
 
     A group whose runs were disturbed (``disturbed``) is timed again after the other groups, up
     to ``RETIMES`` times, each time after a pause as long as its last timing (a co-tenant's
@@ -134,7 +139,7 @@ def measure_deployed(items, runtime, precision, threads, runs=20, warmup=5, chun
                     group=group)
     results = {}
     with tempfile.TemporaryDirectory(prefix='nas-deployed-') as folder:
-        probe = write_probe(runtime, folder)
+        probe = write_probe(runtime, folder, probe_precision or precision, probe_size)
 
         def time_group(start, batch, attempts, pause):
             """Time ``batch`` once more after ``pause`` seconds; returns the arguments of its
@@ -167,22 +172,23 @@ def measure_deployed(items, runtime, precision, threads, runs=20, warmup=5, chun
 
 
 def _group_spread(measurements):
-    return float(np.median([m.timing.spread for m in measurements]))
+    return float(np.median([max(m.timing.spread, m.probe.spread) for m in measurements]))
 
 
 def disturbed(measurements):
-    """Whether a group's runs were disturbed: the median of its models' spreads (interquartile
-    range over median) exceeds ``DISTURBED_SPREAD``. Steady groups of whole subnets spread
-    0.02-0.08 on a shared 2-core machine; a co-tenant's burst spreads a group 0.2-0.7 (its
-    medians 1.1-1.7x its minima)."""
+    """Whether a group's runs were disturbed: the median over its models of the larger of the
+    model's and its probe chunks' spreads (interquartile range over median) exceeds
+    ``DISTURBED_SPREAD``. Steady groups of whole subnets spread 0.02-0.08 on a shared 2-core
+    machine; a co-tenant's burst spreads a group 0.2-0.7 (its medians 1.1-1.7x its minima),
+    and a burst that falls on the probe chunks spoils the probe units as much."""
     return _group_spread(measurements) > DISTURBED_SPREAD
 
 
-def measure_probe(runtime, threads, runs=None):
+def measure_probe(runtime, threads, precision='fp32', size=PROBE_SIZE, runs=None):
     """The probe's Timing now, in about a second (``PROBE_RUNS[runtime]`` runs by default)."""
-    check_runtime(runtime)
+    check_target(runtime, precision)
     with tempfile.TemporaryDirectory(prefix='nas-probe-') as folder:
-        probe = write_probe(runtime, folder)
+        probe = write_probe(runtime, folder, precision, size)
         [result] = measure_models([probe], runtime, threads, probe,
                                   runs=runs or PROBE_RUNS[runtime], warmup=3, chunks=2)
     return result.timing

@@ -5,8 +5,9 @@ The table is indexed like the FLOPs lookup table (SPEC §6.2): ``input_block`` (
 classifier). Each entry is one block written as the deployment command writes it
 (``profiling.deploy``) between the two 1x1 convolutions of ``profiling.deploy.Fed``, so that its
 channel shuffle is folded away as in a whole network, and timed with the table's runtime,
-precision, threads and batch size, interleaved with the reference probe (``profiling.timing``);
-it is stored in milliseconds and in probe units. Before every timed run the caches are flushed by
+precision, threads and batch size, interleaved with the reference probe (OneShot-S+ at the
+table's input size and precision: ``profiling.deploy.write_probe``); it is stored in
+milliseconds and in probe units. Before every timed run the caches are flushed by
 the bytes the rest of a typical subnet reads. The time of those two convolutions alone (which
 includes the runtime's fixed cost per call) is subtracted from every block's entry and the cost
 per call from the head's, so the sum counts it once, in the stem. A correction fitted on whole
@@ -38,7 +39,9 @@ __all__ = ['TABLE_KIND', 'table_entries', 'measure_latency_table', 'load_latency
 log = logging.getLogger(__name__)
 
 TABLE_KIND = 'oneshot-nas latency table'
-TABLE_VERSION = 4  # 3: blocks timed fed (profiling.deploy.Fed); 4: the probe is a network
+# 3: blocks timed fed (profiling.deploy.Fed); 4: the probe is a network; 5: at the table's
+# input size and precision
+TABLE_VERSION = 5
 _FLOAT_BYTES = 4
 _CALIBRATION_SEED = 20260  # calibration subnets: never the benchmark's held-out ones
 CALIBRATION_RUNS = 3  # x runs for calibration subnets: their noise enters every prediction
@@ -115,14 +118,15 @@ def measure_latency_table(space=None, runtime='onnxruntime', precision='fp32', t
         table = _new_table(space, runtime, precision, threads, batch_size, runs, warmup, chunks)
     config = table['config']
     settings = dict(runtime=runtime, precision=precision, threads=threads, runs=runs,
-                    warmup=warmup, chunks=chunks)
+                    warmup=warmup, chunks=chunks, probe_size=space.input_size)
 
     def save():
         if path:
             write_json(path, table, error=ProfilingError, indent=2, sort_keys=True)
     if config['call_overhead_ms'] is None:
         [overhead] = measure_deployed([(_CallOverhead(), (batch_size, 1, 1, 1))],
-                                      **dict(settings, precision='fp32'))
+                                      **dict(settings, precision='fp32',
+                                             probe_precision=precision))
         config['call_overhead_ms'] = overhead.timing.median_ms
         config['call_overhead_units'] = overhead.units
     blocks = _Blocks(space)

@@ -48,7 +48,8 @@ def latency_predictor(path, runtime, space, rescale=True):
     check_runtime(runtime)  # an unknown runtime is named before the table is read
     table = load_latency_table(path, runtime=runtime, space=space)
     config = table['config']
-    probe_ms = measure_probe(config['runtime'], config['threads']).median_ms if rescale else None
+    probe_ms = measure_probe(config['runtime'], config['threads'], config['precision'],
+                             config['input_size']).median_ms if rescale else None
     return LatencyPredictor(table, probe_ms, path)
 
 
@@ -68,7 +69,8 @@ def verify_winners(out_dir, space, predictor, limit_ms=None, runs=20, warmup=5, 
     shape = (setting['batch_size'], 3, space.input_size, space.input_size)
     archs = [Arch.parse(winner['arch'], space) for winner in winners]
     measured = measure(subnets(archs, shape), setting['runtime'], setting['precision'],
-                       setting['threads'], runs=runs, warmup=warmup, chunks=chunks)
+                       setting['threads'], runs=runs, warmup=warmup, chunks=chunks,
+                       probe_size=space.input_size)
     records = []
     for winner, arch, measurement in zip(winners, archs, measured):
         timing = measurement.timing
@@ -100,7 +102,8 @@ def predict_and_measure(arch, runtime='onnxruntime', precision='fp32', threads=2
         (p, b, c) for p, (b, c) in enumerate(zip(arch.blocks, arch.channels))], calibration=0,
         **settings)
     size = arch.space.input_size
-    [measured] = measure_deployed(subnets([arch], (1, 3, size, size)), **settings)
+    [measured] = measure_deployed(subnets([arch], (1, 3, size, size)), probe_size=size,
+                                  **settings)
     predicted = predict_latency(table, arch, measured.probe.median_ms)
     timing = measured.timing
     return {'predicted_ms': predicted, 'median_ms': timing.median_ms, 'min_ms': timing.min_ms,
