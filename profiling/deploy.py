@@ -186,7 +186,8 @@ def disturbed(measurements):
 
 
 def measure_probe(runtime, threads, precision='fp32', size=PROBE_SIZE, runs=None):
-    """The probe's Timing now, in about a second (``PROBE_RUNS[runtime]`` runs by default)."""
+    """The probe's Timing now: about a second of runs (``PROBE_RUNS[runtime]`` by default),
+    after a few seconds writing the probe."""
     check_target(runtime, precision)
     with tempfile.TemporaryDirectory(prefix='nas-probe-') as folder:
         probe = write_probe(runtime, folder, precision, size)
