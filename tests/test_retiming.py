@@ -64,3 +64,17 @@ def test_disturbed_is_the_median_spread_over_the_threshold():
     assert not deploy.disturbed([_measurement(s) for s in (0.02, limit, 0.9)])
     assert deploy.disturbed([_measurement(s) for s in (0.02, 1.1 * limit, 0.9)])
 
+
+def test_the_probe_is_written_in_the_networks_precision_at_the_size_asked(monkeypatch):
+    """An INT8 table's probe is INT8; one precision can be asked for the probe alone (the
+    table's call-overhead graph is FP32, its probe the table's)."""
+    calls = []
+    monkeypatch.setattr(deploy, 'write_probe',
+                        lambda runtime, folder, *args: calls.append(args) or ('p.onnx', (1,)))
+    monkeypatch.setattr(deploy, 'write_deployed', lambda net, shape, *args: '%s.onnx' % net)
+    monkeypatch.setattr(deploy, 'measure_models',
+                        lambda batch, *args, **kwargs: [_measurement(0.02) for _ in batch])
+    deploy.measure_deployed([('net', (1, 3, 8, 8))], 'onnxruntime', 'int8', 2, probe_size=32)
+    deploy.measure_deployed([('net', (1, 3, 8, 8))], 'onnxruntime', 'fp32', 2,
+                            probe_precision='int8')
+    assert calls == [('int8', 32), ('int8', deploy.PROBE_SIZE)]
