@@ -18,8 +18,10 @@ threads spinning after one session's run steal the cores from the next (issue #1
 0.71x vs 1.78x for the same graph), the more so on a busy machine where a spinning thread burns
 whole scheduler slices. Off, idle threads sleep at once and no measurement depends on its
 neighbours; deployments on shared machines should switch it off too (it also made whole
-networks faster there). MXNet runners share one OpenMP pool per worker, whose threads wait
-passively (``OMP_WAIT_POLICY=PASSIVE``) for the same reason.
+networks faster there). MXNet keeps OpenMP's default wait policy, as a user runs it: a worker
+holds one runtime, so its OpenMP pool has no neighbour to steal from, and passive waiting (the
+pool's threads put to sleep after every operator) made MXNet graphs of 300 operators 2.6-2.8x
+slower (issue #14).
 """
 import json
 import os
@@ -264,7 +266,7 @@ def _run_worker(mode, spec, runtime, threads, on_line):
     """Run ``python -m profiling.timing_worker MODE SPEC`` with ``threads`` threads for
     ``runtime``; ``on_line(kind, payload)`` for every line it prints."""
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
-               OMP_WAIT_POLICY='PASSIVE', MXNET_ENGINE_TYPE='NaiveEngine', MXNET_EXEC_BULK_EXEC_INFERENCE='0',
+               MXNET_ENGINE_TYPE='NaiveEngine', MXNET_EXEC_BULK_EXEC_INFERENCE='0',
                MXNET_CPU_WORKER_NTHREADS='1', NAS_TIMING_RUNTIME=runtime,
                NAS_TIMING_THREADS=str(threads))
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
