@@ -49,7 +49,7 @@ def _shape(shape):
               help='Form of the channel shuffle in the ONNX graph (slices is the fastest).')
 @click.option('--channel-block', default=16, show_default=True, type=click.IntRange(0, 256),
               help='Pad channel counts to multiples of this with zero-weight channels, for '
-                   "onnxruntime's blocked layout (0: no padding).")
+                   "onnxruntime's and oneDNN's blocked layouts (0: no padding).")
 @click.option('--optimize/--no-optimize', default=True, show_default=True,
               help='--mxnet: write the deployment graph (channel shuffle in the weights, oneDNN '
                    'fusion); --no-optimize writes the graph as traced.')
@@ -83,7 +83,7 @@ def main(onnx_model, mxnet_model, output, weights, input_size, batch_size,
     from export.mxnet_symbol import export_mxnet, trace
     if optimize:
         from export.deploy import export_deploy
-        paths, report = export_deploy(net, output, shape)
+        paths, report = export_deploy(net, output, shape, channel_block=channel_block)
         click.echo('deployment graph: %d operators as traced, %d written (%d fused convolutions)'
                    % (sum(report.ops_before.values()), sum(report.ops_after.values()),
                       report.fused_convs))

@@ -1,10 +1,11 @@
 """Measured latency of every operator, next to its FLOPs, mapped back to the network's blocks.
 
-MXNet: the profiler's operator events of a hybridized graph (NaiveEngine: one operator at a time,
-in graph order, so the events match the graph nodes one to one). onnxruntime: the per-node kernel
-times of its session profiling JSON, after its graph optimisations (fused Conv+BN(+activation)
-nodes carry the FLOPs of their convolution). Both runtimes name their nodes after MXNet's op names,
-whose prefixes are the Gluon blocks' prefixes: that gives every op its block (stem, units.<i>,
+MXNet: the profiler's operator events of the deployment graph that ``nas-export --mxnet`` writes
+(BN merged, the shuffle as slices, oneDNN's fused convolutions; NaiveEngine: one operator at a
+time, in graph order, so the events match the graph nodes one to one). onnxruntime: the per-node
+kernel times of its session profiling JSON, after its graph optimisations. Fused convolutions
+carry the FLOPs of their convolution. Both graphs name their nodes after MXNet's op names, whose
+prefixes are the Gluon blocks' prefixes: that gives every op its block (stem, units.<i>,
 head). FLOPs are the counter's per-layer figures (``nas.counting``, SPEC §6.1).
 """
 import json
@@ -14,9 +15,11 @@ import tempfile
 from dataclasses import dataclass, asdict, field
 from typing import Optional, Tuple
 
+import mxnet as mx
 from mxnet.gluon import nn
 
-from export.mxnet_symbol import INPUT_NAME, export_mxnet
+from export.deploy import export_deploy
+from export.mxnet_symbol import INPUT_NAME
 from export.onnx import export_onnx
 from nas.atomic import write_csv, write_json
 from nas.counting import count_ops
@@ -182,14 +185,13 @@ def profile_op_by_op(net, input_size=224, batch_size=1, runtime='onnxruntime', t
     check_counts(runs, warmup, threads, batch_size)
     shape = (batch_size, 3, input_size, input_size)
     prefixes = block_prefixes(net)
-    graph = trace_net(net, shape[1:])
     # the model's own FLOPs, also for ops of an exported graph whose channels were padded
-    counted = {layer.name: layer.flops * batch_size for layer in count_ops(graph).layers
-               if layer.flops}
+    counted = {layer.name: layer.flops * batch_size
+               for layer in count_ops(trace_net(net, shape[1:])).layers if layer.flops}
     with tempfile.TemporaryDirectory(prefix='nas-profile-') as folder:
         if runtime == 'mxnet':
-            rows, latency, profiled = _profile_mxnet(net, graph, counted, shape, threads, runs,
-                                                     warmup, progress, folder)
+            rows, latency, profiled = _profile_mxnet(net, counted, shape, threads, runs, warmup,
+                                                     progress, folder)
         else:
             rows, latency, profiled = _profile_onnx(net, counted, shape, threads, runs, warmup,
                                                     progress, folder)
@@ -224,23 +226,24 @@ def _blocks(rows, prefixes):
 # MXNet
 
 
-def _profile_mxnet(net, graph, counted, shape, threads, runs, warmup, progress, folder):
-    """Rows (name, type, shape, flops, layer, ms per run) from MXNet's trace, graph order."""
+def _profile_mxnet(net, counted, shape, threads, runs, warmup, progress, folder):
+    """Rows (name, type, shape, flops, layer, ms per run) of the deployment graph that
+    ``nas-export --mxnet`` writes, from MXNet's trace, in graph order. A fused convolution
+    carries its convolution's name, so it keeps that layer's FLOPs and its block."""
     prefix = os.path.join(folder, 'model')
-    export_mxnet(net, prefix, shape)
+    export_deploy(net, prefix, shape)
     trace = os.path.join(folder, 'trace.json')
     [result] = run_mxnet_jobs([dict(prefix=prefix, shape=list(shape), runs=runs,
                                     warmup=warmup, trace=trace)], threads, progress=progress)
-    with open(prefix + '-symbol.json') as handle:
-        nodes = [node for node in json.load(handle)['nodes'] if node['op'] != 'null']
+    sym = mx.sym.load(prefix + '-symbol.json')
+    nodes = [node for node in json.loads(sym.tojson())['nodes'] if node['op'] != 'null']
     times = _align(nodes, _mxnet_spans(trace), runs)
-    if [op.name for op in graph] != [node['name'] for node in nodes]:
-        raise ProfilingError('the exported MXNet graph differs from the traced one; cannot '
-                             'attach shapes and FLOPs to the profiled ops')
-    batch = shape[0]
-    rows = [(op.name, op.op_type, (batch,) + tuple(op.out_shape[1:]),
-             counted.get(op.name, 0), op.name if op.name in counted else '', samples)
-            for op, samples in zip(graph, times)]
+    internals = sym.get_internals()
+    _, out_shapes, _ = internals.infer_shape(**{INPUT_NAME: shape})
+    shapes = dict(zip(internals.list_outputs(), out_shapes))
+    rows = [(node['name'], node['op'], tuple(shapes[node['name'] + '_output']),
+             counted.get(node['name'], 0), node['name'] if node['name'] in counted else '',
+             samples) for node, samples in zip(nodes, times)]
     return rows, summarize(result['seconds']), summarize(result['profiled_seconds'])
 
 

@@ -18,7 +18,9 @@ def plot_block_times(profile, path, top_types=8):
         heights = [sum(ms for name, ms in per_block[block].items()
                        if name == op_type or (op_type == 'other' and name not in shown))
                    for block in blocks]
-        axis.bar(range(len(blocks)), heights, bottom=bottoms, label=op_type, width=0.8)
+        # matplotlib leaves labels starting with '_' out of the legend (MXNet's _sg_mkldnn_conv)
+        axis.bar(range(len(blocks)), heights, bottom=bottoms, label=op_type.lstrip('_'),
+                 width=0.8)
         bottoms = [b + h for b, h in zip(bottoms, heights)]
     axis.set_xticks(range(len(blocks)))
     axis.set_xticklabels(blocks, rotation=60, ha='right', fontsize=8)

@@ -1,6 +1,9 @@
 """The MXNet deployment graph (``export.deploy``, ``nas-export --mxnet``): the same function as the
 Gluon network on real images, in fewer, fused operators, loadable with plain
 ``SymbolBlock.imports``; and every deployment graph keeps the trained network's top-1."""
+import collections
+import json
+
 import mxnet as mx
 import numpy as np
 import pytest
@@ -85,3 +88,33 @@ def test_unfused_graph_is_the_fused_graph_before_partitioning(digits_net):
     assert 'Convolution' in report.ops_after and '_sg_mkldnn_conv' not in report.ops_after
     assert set(params) == set(sym.list_arguments()) - {'data'}
     assert all(isinstance(value, np.ndarray) for value in params.values())
+
+
+def _conv_filters(nodes):
+    return [int(inner['attrs']['num_filter']) for node in nodes if node['op'] == '_sg_mkldnn_conv'
+            for inner in node['subgraphs'][0]['nodes'] if inner['op'] == 'Convolution']
+
+
+def test_channels_are_padded_to_onednn_blocks_and_blocked_outputs_converted_once(digits_net):
+    plain_only = ('hard_sigmoid', 'elemwise_mul', 'broadcast_mul', 'slice_axis')
+    shape = (1, 3, SIZE, SIZE)
+    graphs = {block: json.loads(deployment_graph(digits_net, shape, channel_block=block)[0]
+                                .tojson())['nodes'] for block in (0, 16)}
+    blocked = {block: np.mean([f % 16 == 0 for f in _conv_filters(nodes)])
+               for block, nodes in graphs.items()}
+    assert blocked[0] < 0.9 and blocked[16] > 0.98  # the searched widths padded (a few stay)
+    nodes = graphs[16]
+    readers = collections.defaultdict(list)
+    for node in nodes:
+        for index, _, _ in node['inputs']:
+            readers[index].append(node['op'])
+    copies = [index for index, node in enumerate(nodes) if node['op'] == 'Reshape']
+    assert copies
+    for index in copies:  # a blocked conv output read by several plain-only ops, converted once
+        [(source, _, _)] = nodes[index]['inputs']
+        assert nodes[source]['op'] == '_sg_mkldnn_conv'
+        assert sum(op in plain_only for op in readers[index]) >= 2
+        assert not any(op in plain_only for op in readers[source])
+    for index, node in enumerate(nodes):
+        if node['op'] == '_sg_mkldnn_conv':
+            assert sum(op in plain_only for op in readers[index]) <= 1

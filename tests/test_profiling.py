@@ -79,25 +79,30 @@ def test_every_op_has_a_block_and_totals_follow_the_network(profile, arch):
     assert stages['stem'] is None and stages['head'] is None
 
 
-def test_mxnet_profile_has_every_graph_op_in_graph_order(profile):
-    from nas.trace_mxnet import trace_net
+def test_mxnet_profiles_the_deployment_graph_op_by_op_in_graph_order(profile):
+    from export.deploy import deployment_graph
     net, prof = profile
     if prof.runtime != 'mxnet':
         pytest.skip('onnxruntime runs its own optimised graph')
-    assert [row.name for row in prof.rows] == [op.name for op in trace_net(net, (3, SIZE, SIZE))]
+    sym, _, _ = deployment_graph(net, (1, 3, SIZE, SIZE))
+    nodes = [node for node in json.loads(sym.tojson())['nodes'] if node['op'] != 'null']
+    assert [(row.name, row.op_type) for row in prof.rows] == \
+        [(node['name'], node['op']) for node in nodes]
+    assert prof.rows[-1].out_shape == (1, 10)  # shapes inferred through the fused nodes
     # the NaiveEngine runs one op at a time: the ops cannot take longer than the profiled runs
     assert prof.op_mean_sum_ms <= prof.profiled.mean_ms
 
 
-def test_only_onnxruntime_folds_bn_into_its_convolutions(profile):
+def test_both_runtimes_profile_convolutions_fused_with_their_bn(profile):
     _, prof = profile
     types = prof.type_totals()
-    convs = [row for row in prof.rows if row.layer and 'Conv' in row.op_type]
+    convs = [row for row in prof.rows if row.layer and 'conv' in row.op_type.lower()]
+    assert 'BatchNormalization' not in types and 'BatchNorm' not in types
     if prof.runtime == 'onnxruntime':
-        assert 'BatchNormalization' not in types
         assert any(row.name != row.layer for row in convs)  # named after the BN it absorbed
     else:
-        assert 'BatchNorm' in types
+        assert 'Convolution' not in types  # every one fused by oneDNN, named after its conv
+        assert {row.op_type for row in convs} == {'_sg_mkldnn_conv'}
         assert all(row.name == row.layer for row in convs)
 
 
@@ -127,7 +132,9 @@ def test_plot_is_a_png_with_one_labelled_bar_per_block(profile, tmp_path, monkey
     path = plots.plot_block_times(prof, str(tmp_path / 'p.png'))
     assert open(path, 'rb').read(8) == b'\x89PNG\r\n\x1a\n'
     assert seen['labels'] == list(prof.block_totals())
-    assert seen['legend'][0] == next(iter(prof.type_totals()))  # slowest op type first
+    assert seen['legend'][0] == next(iter(prof.type_totals())).lstrip('_')  # slowest first
+    assert len(seen['legend']) == min(len(prof.type_totals()), 8) + \
+        (len(prof.type_totals()) > 8)  # every type shown, fused convolutions included
 
 
 @pytest.mark.slow
