@@ -35,8 +35,8 @@ from .mxnet_symbol import INPUT_NAME, symbol_block, trace
 from .onnx import graph_passes, onnx_model
 from .onnx_graph import GraphView
 
-__all__ = ['CHANNEL_BLOCK', 'DeployReport', 'deployment_graph', 'deployment_block', 'export_deploy',
-           'fuse_onednn', 'share_plain_layout', 'save_graph', 'to_mxnet']
+__all__ = ['CHANNEL_BLOCK', 'DeployReport', 'deployment_graph', 'export_deploy', 'fuse_onednn',
+           'share_plain_layout', 'save_graph', 'to_mxnet']
 
 log = logging.getLogger(__name__)
 
@@ -74,12 +74,6 @@ def deployment_graph(net, input_shape, ctx=mx.cpu(), fuse=True, channel_block=CH
     after = _op_counts(new_sym)
     report = DeployReport(_op_counts(sym), after, after.get(_FUSED_CONV, 0))
     return new_sym, new_params, report
-
-
-def deployment_block(net, input_shape, ctx=mx.cpu(), channel_block=CHANNEL_BLOCK):
-    """The deployment graph as a SymbolBlock (what ``SymbolBlock.imports`` gives for the files)."""
-    sym, params, _ = deployment_graph(net, input_shape, ctx, channel_block=channel_block)
-    return symbol_block(sym, params, ctx)
 
 
 def export_deploy(net, prefix, input_shape, ctx=mx.cpu(), channel_block=CHANNEL_BLOCK):
@@ -129,9 +123,10 @@ def fuse_onednn(sym, params, input_shape):
 
 
 def share_plain_layout(sym):
-    """``sym`` with one ``reshape`` to its own shape after every fused convolution read by
-    operators that have no oneDNN kernel (module doc); those read the reshape's NCHW copy,
-    oneDNN operators still read the blocked output."""
+    """``sym`` with one ``reshape`` to its own shape after every fused convolution read by two or
+    more operators that have no oneDNN kernel (module doc); those read the reshape's NCHW copy,
+    oneDNN operators still read the blocked output. A single such reader converts the output
+    itself as cheaply (measured: 0.995x with a reshape for it too)."""
     graph = json.loads(sym.tojson())
     nodes = graph['nodes']
     plain_readers = collections.Counter(
