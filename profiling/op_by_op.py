@@ -15,10 +15,9 @@ import tempfile
 from dataclasses import dataclass, asdict, field
 from typing import Optional, Tuple
 
-import mxnet as mx
 from mxnet.gluon import nn
 
-from export.deploy import export_deploy
+from export.deploy import deployment_graph, save_graph
 from export.mxnet_symbol import INPUT_NAME
 from export.onnx import export_onnx
 from nas.atomic import write_csv, write_json
@@ -231,11 +230,11 @@ def _profile_mxnet(net, counted, shape, threads, runs, warmup, progress, folder)
     ``nas-export --mxnet`` writes, from MXNet's trace, in graph order. A fused convolution
     carries its convolution's name, so it keeps that layer's FLOPs and its block."""
     prefix = os.path.join(folder, 'model')
-    export_deploy(net, prefix, shape)
+    sym, params, _ = deployment_graph(net, shape)
+    save_graph(sym, params, prefix)
     trace = os.path.join(folder, 'trace.json')
     [result] = run_mxnet_jobs([dict(prefix=prefix, shape=list(shape), runs=runs,
                                     warmup=warmup, trace=trace)], threads, progress=progress)
-    sym = mx.sym.load(prefix + '-symbol.json')
     nodes = [node for node in json.loads(sym.tojson())['nodes'] if node['op'] != 'null']
     times = _align(nodes, _mxnet_spans(trace), runs)
     internals = sym.get_internals()

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import assert_parity, digits_images, digits_split, gluoncv_on_images
-from export.deploy import deployment_graph, export_deploy, to_mxnet
+from export.deploy import _PLAIN_ONLY, deployment_graph, export_deploy, to_mxnet
 from export.merge_bn import merge_bn
 from export.onnx import export_onnx
 from nas.errors import ExportError
@@ -96,7 +96,6 @@ def _conv_filters(nodes):
 
 
 def test_channels_are_padded_to_onednn_blocks_and_blocked_outputs_converted_once(digits_net):
-    plain_only = ('hard_sigmoid', 'elemwise_mul', 'broadcast_mul', 'slice_axis')
     shape = (1, 3, SIZE, SIZE)
     graphs = {block: json.loads(deployment_graph(digits_net, shape, channel_block=block)[0]
                                 .tojson())['nodes'] for block in (0, 16)}
@@ -113,8 +112,8 @@ def test_channels_are_padded_to_onednn_blocks_and_blocked_outputs_converted_once
     for index in copies:  # a blocked conv output read by several plain-only ops, converted once
         [(source, _, _)] = nodes[index]['inputs']
         assert nodes[source]['op'] == '_sg_mkldnn_conv'
-        assert sum(op in plain_only for op in readers[index]) >= 2
-        assert not any(op in plain_only for op in readers[source])
+        assert sum(op in _PLAIN_ONLY for op in readers[index]) >= 2
+        assert not any(op in _PLAIN_ONLY for op in readers[source])
     for index, node in enumerate(nodes):
         if node['op'] == '_sg_mkldnn_conv':
-            assert sum(op in plain_only for op in readers[index]) <= 1
+            assert sum(op in _PLAIN_ONLY for op in readers[index]) <= 1
