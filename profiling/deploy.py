@@ -22,8 +22,8 @@ from nas.network import OneShotNet
 from zoo import get_model
 from .timing import check_counts, check_runtime, measure_models, random_input
 
-__all__ = ['PRECISIONS', 'ONNX_CHANNEL_BLOCK', 'PROBE_MODEL', 'PROBE_SIZE', 'PROBE_RUNS',
-           'DISTURBED_SPREAD', 'RETIMES', 'MAX_PAUSE_S', 'check_target', 'Fed',
+__all__ = ['PRECISIONS', 'ONNX_CHANNEL_BLOCK', 'PROBE_MODEL', 'PROBE_SIZE',
+           'PROBE_SUBNETS', 'DISTURBED_SPREAD', 'RETIMES', 'MAX_PAUSE_S', 'check_target', 'Fed',
            'write_deployed', 'write_probe', 'subnets', 'measure_deployed', 'disturbed',
            'measure_probe']
 
@@ -31,9 +31,7 @@ PRECISIONS = ('fp32', 'int8')
 ONNX_CHANNEL_BLOCK = 16  # nas-export's default padding
 PROBE_MODEL = 'oneshot_s_plus'
 PROBE_SIZE = 224  # the probe's input size where the networks timed do not set it
-# measure_probe's runs: it times the probe as a model and between its chunks, so 2 x runs x
-# about 7 ms at 224 px (onnxruntime) or 45 ms (MXNet pays per operator at any input size)
-PROBE_RUNS = {'onnxruntime': 100, 'mxnet': 12}
+PROBE_SUBNETS = 3  # measure_probe times the probe between this many whole subnets
 DISTURBED_SPREAD = 0.15
 RETIMES = 2  # a disturbed group is timed at most 3 times
 MAX_PAUSE_S = 30.0  # before re-timing a group: as long as its last timing, at most this
@@ -185,12 +183,15 @@ def disturbed(measurements):
     return _group_spread(measurements) > DISTURBED_SPREAD
 
 
-def measure_probe(runtime, threads, precision='fp32', size=PROBE_SIZE, runs=None):
-    """The probe's Timing now: about a second of runs (``PROBE_RUNS[runtime]`` by default),
-    after a few seconds writing the probe."""
-    check_target(runtime, precision)
-    with tempfile.TemporaryDirectory(prefix='nas-probe-') as folder:
-        probe = write_probe(runtime, folder, precision, size)
-        [result] = measure_models([probe], runtime, threads, probe,
-                                  runs=runs or PROBE_RUNS[runtime], warmup=3, chunks=2)
-    return result.timing
+def measure_probe(archs, runtime, threads, precision='fp32', batch_size=1):
+    """The probe's median time now (ms), timed between the whole subnets ``archs`` written as
+    deployed, with ``measure_deployed``'s default runs, as the search's verification times its
+    winners. A table's correction is fitted in units of the probe as read between whole
+    calibration subnets, so the fresh reading is taken there too, in the same chunks: at 32 px
+    (0.8 ms, where waking the second thread for each operator is much of the time) the probe
+    read 0.67 ms timed alone at a search against 0.76-0.85 ms between the winners minutes later,
+    and 2.1 ms between subnets in chunks of 2 samples against 0.9-1.1 ms in chunks of 5."""
+    size = archs[0].space.input_size
+    found = measure_deployed(subnets(archs, (batch_size, 3, size, size)), runtime, precision,
+                             threads, probe_size=size)
+    return float(np.median([measurement.probe.median_ms for measurement in found]))

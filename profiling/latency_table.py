@@ -13,7 +13,8 @@ includes the runtime's fixed cost per call) is subtracted from every block's ent
 per call from the head's, so the sum counts it once, in the stem. A correction fitted on whole
 calibration subnets (``profiling.correction``) covers what the sum still misses. A prediction
 is the corrected sum in probe units times a probe time: the build's, or a fresh one
-(``measure_probe``) when the machine is faster or slower now than when the table was built.
+(``measure_probe``, between whole subnets as the correction was fitted) when the machine is
+faster or slower now than when the table was built.
 """
 import dataclasses
 import functools

@@ -12,10 +12,10 @@ import os
 from nas.atomic import read_json, write_json
 from nas.errors import ProfilingError
 from nas.space import Arch
-from .deploy import measure_deployed, measure_probe, subnets
+from .deploy import PROBE_SUBNETS, measure_deployed, measure_probe, subnets
 from .timing import check_runtime
-from .latency_table import (load_latency_table, measure_latency_table, predict_floor,
-                            predict_latency)
+from .latency_table import (calibration_archs, load_latency_table, measure_latency_table,
+                            predict_floor, predict_latency)
 
 __all__ = ['LatencyPredictor', 'latency_predictor', 'verify_winners', 'card_latency',
            'predict_and_measure']
@@ -43,13 +43,20 @@ class LatencyPredictor:
 
 def latency_predictor(path, runtime, space, rescale=True):
     """Load the table at ``path`` for ``runtime`` and ``space`` (refused when it was measured
-    for anything else, on another CPU or runtime version) and time the probe now (about a
-    second) unless ``rescale`` is False."""
+    for anything else, on another CPU or runtime version) and time the probe now between the
+    first ``PROBE_SUBNETS`` of the table's calibration subnets (seconds: they are written as
+    deployed first) unless ``rescale`` is False."""
     check_runtime(runtime)  # an unknown runtime is named before the table is read
     table = load_latency_table(path, runtime=runtime, space=space)
+    if not rescale:
+        return LatencyPredictor(table, None, path)
+    archs = calibration_archs(table, PROBE_SUBNETS)
+    if archs is None:
+        raise ProfilingError('latency table %s has no entry at some position; complete it with '
+                             'nas-profile --latency-table --resume' % path)
     config = table['config']
-    probe_ms = measure_probe(config['runtime'], config['threads'], config['precision'],
-                             config['input_size']).median_ms if rescale else None
+    probe_ms = measure_probe(archs, config['runtime'], config['threads'], config['precision'],
+                             config['batch_size'])
     return LatencyPredictor(table, probe_ms, path)
 
 
