@@ -187,10 +187,10 @@ def measure_probe(archs, runtime, threads, precision='fp32', batch_size=1):
     """The probe's median time now (ms), timed between the whole subnets ``archs`` written as
     deployed, with ``measure_deployed``'s default runs, as the search's verification times its
     winners. A table's correction is fitted in units of the probe as read between whole
-    calibration subnets, so the fresh reading is taken there too, in the same chunks: at 32 px
-    (0.8 ms, where waking the second thread for each operator is much of the time) the probe
-    read 0.67 ms timed alone at a search against 0.76-0.85 ms between the winners minutes later,
-    and 2.1 ms between subnets in chunks of 2 samples against 0.9-1.1 ms in chunks of 5."""
+    calibration subnets, so the fresh reading is taken there too, in the same chunks. Timed
+    alone, the 32-px probe read 0.67 ms at a search against 0.76-0.85 ms between the winners
+    minutes later; in chunks of 2 samples between subnets it read 2.1 ms where the
+    verification's chunks of 5 read 0.9-1.1 ms, one after the other."""
     size = archs[0].space.input_size
     found = measure_deployed(subnets(archs, (batch_size, 3, size, size)), runtime, precision,
                              threads, probe_size=size)
