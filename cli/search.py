@@ -1,4 +1,5 @@
 """``nas-search``: search a trained supernet under FLOPs/params/latency/MicroNet limits."""
+import dataclasses
 import json
 import os
 
@@ -129,26 +130,31 @@ def main(run_dir, strategy, space_mode, max_flops, max_params, max_latency_ms, l
             rank, cand.arch, 100 * cand.top1, cand.costs['flops'] / 1e6,
             cand.costs['params'] / 1e6, cand.costs['combined'],
             '%.3f ms' % latency_ms if latency_ms else '-'))
-    verified = None
+    winner = dataclasses.asdict(top[0])
     if latency and verify_latency:
         from profiling.verify import card_latency, verify_winners
         verified = verify_winners(out_dir, space, latency, max_latency_ms)
-        for rank, record in enumerate(verified, 1):
-            click.echo('winner %d: measured %.3f ms (min %.3f, spread %.1f %%), predicted %.3f ms'
-                       '%s' % (rank, record['median_ms'], record['min_ms'],
-                               100 * record['spread'], record['predicted_ms'],
-                               ' -- OVER THE LIMIT' if record['over_limit'] else ''))
+        winner = verified[0]
+        if winner['latency']['ranked_probe_ms'] != latency.probe_ms:
+            click.echo('the probe read %.3f ms at the search, %.3f ms while the winners were '
+                       'measured: the candidates were ranked again at that speed'
+                       % (latency.probe_ms, winner['latency']['ranked_probe_ms']))
+        for rank, entry in enumerate(verified, 1):
+            record = entry['latency']
+            click.echo('winner %d: %s measured %.3f ms (min %.3f, spread %.1f %%), predicted '
+                       '%.3f ms%s' % (rank, entry['arch'], record['median_ms'], record['min_ms'],
+                                      100 * record['spread'], record['predicted_ms'],
+                                      ' -- OVER THE LIMIT' if record['over_limit'] else ''))
     if register_name:
         from zoo.registry import register_model
-        winner = top[0]
-        path = register_model(register_name, Arch.parse(winner.arch, space), root=root,
+        path = register_model(register_name, Arch.parse(winner['arch'], space), root=root,
                               description='searched (%s, seed %d)' % (strategy, seed),
-                              extra={'search': {'supernet_top1': winner.top1,
-                                                'costs': winner.costs,
+                              extra={'search': {'supernet_top1': winner['top1'],
+                                                'costs': winner['costs'],
                                                 'run_dir': os.path.abspath(run_dir),
                                                 'search_dir': os.path.abspath(out_dir)},
-                                     **({'latency': card_latency(verified[0])} if verified
-                                        else {})})
+                                     **({'latency': card_latency(winner['latency'])}
+                                        if 'latency' in winner else {})})
         click.echo('registered %s -> %s (train it with: nas-train subnet --arch %s)'
                    % (register_name, path, register_name))
     click.echo(json.dumps(summary))

@@ -340,12 +340,56 @@ def test_verify_flags_a_winner_measured_over_the_limit_beyond_its_spread(arch, t
         assert (runtime, precision, threads) == ('onnxruntime', 'fp32', 1)
         return [Measurement(Timing(next(medians), 0, 0, 8.5, 0.05, 20),
                             Timing(0.4, 0, 0, 0.4, 0.0, 20)) for _ in items]
-    records = verify_winners(str(tmp_path), arch.space, predictor, limit_ms=10.0, measure=stub)
+    records = [w['latency'] for w in verify_winners(str(tmp_path), arch.space, predictor,
+                                                    limit_ms=10.0, measure=stub)]
     assert [r['over_limit'] for r in records] == [False, False, True]
     assert [r['predicted_ms'] for r in records] == [pytest.approx(10.0)] * 3  # 25 units x 0.4
     saved = json.load(open(tmp_path / 'topk.json'))
     assert [w['latency']['median_ms'] for w in saved] == [9.0, 10.4, 11.0]
     assert saved[2]['latency']['over_limit'] and saved[2]['latency']['cpu'] == cpu_model()
+
+
+@pytest.mark.parametrize('probe_now, expected', [
+    (0.25, ['B', 'C']),  # 25 % slower: A is 11.25 ms at that speed, ranked out
+    (0.2, ['A', 'B']),  # the machine did not slow: A is over the limit by the table's error
+])
+def test_verify_ranks_the_candidates_again_when_the_machine_slowed(arch, tmp_path, probe_now,
+                                                                   expected):
+    """A winner measured over the limit while the probe read slower than at the search: the
+    search's candidates are ranked again at the measured speed and the new top-k measured."""
+    table = _synthetic_table(arch.space, probe_ms=0.2)
+    for name, scale in (('latency_units', 1.0), ('latency_ms', 0.2)):
+        table[name]['nas_block'] = [[[scale * (c + 1) / 4 for c in range(10)]
+                                     for _ in range(4)] for _ in range(20)]
+    predictor = LatencyPredictor(table, probe_ms=0.2)
+    widths = {'A': 7, 'B': 5, 'C': 3}  # 45, 35, 25 units: 9, 7, 5 ms at the search's probe
+    archs = {name: str(Arch(arch.blocks, (width,) * 20, arch.space))
+             for name, width in widths.items()}
+    candidates = [{'arch': archs[name], 'costs': {'latency_ms': 0.2 * (5 + 5 * (width + 1))},
+                   'top1': top1, 'generation': 0, 'order': order, 'fitness': top1}
+                  for order, (name, width, top1) in enumerate(
+                      zip(widths, widths.values(), (0.9, 0.8, 0.7)))]
+    (tmp_path / 'candidates.json').write_text(json.dumps(candidates))
+    (tmp_path / 'topk.json').write_text(json.dumps(candidates[:2]))
+    medians = {archs['A']: 11.3, archs['B']: 8.8, archs['C']: 6.3}
+    timed = []
+
+    def stub(items, runtime, precision, threads, **kwargs):
+        found = [str(net.arch) for net, _ in items]
+        timed.append(found)
+        return [Measurement(Timing(medians[a], 0, 0, medians[a], 0.05, 20),
+                            Timing(probe_now, 0, 0, probe_now, 0.0, 20)) for a in found]
+    winners = verify_winners(str(tmp_path), arch.space, predictor, limit_ms=10.0, measure=stub)
+    names = {text: name for name, text in archs.items()}
+    assert [names[w['arch']] for w in winners] == expected
+    assert [[names[a] for a in group] for group in timed] == \
+        [['A', 'B']] + ([expected] if expected != ['A', 'B'] else [])
+    first = winners[0]['latency']
+    assert first['ranked_probe_ms'] == probe_now
+    assert first['predicted_ms'] == pytest.approx(winners[0]['costs']['latency_ms'])
+    assert first['predicted_ms'] == pytest.approx({'B': 8.75, 'A': 9.0}[expected[0]])
+    assert [w['latency']['over_limit'] for w in winners] == [name == 'A' for name in expected]
+    assert json.load(open(tmp_path / 'topk.json')) == winners
 
 
 # ---------------------------------------------------------------------------- CLI
@@ -458,7 +502,7 @@ def test_search_with_a_table_verifies_its_winners_and_registers_the_measured_lat
         '--root', root])
     assert result.exit_code == 0, result.output + result.stderr
     winners = json.load(open(out / 'topk.json'))
-    assert len(winners) == 2 and 'winner 2: measured' in result.stdout
+    assert len(winners) == 2 and 'winner 2: %s measured' % winners[1]['arch'] in result.stdout
     for winner in winners:
         record = winner['latency']
         assert record['median_ms'] < 1000 and not record['over_limit']
