@@ -349,46 +349,45 @@ def test_verify_flags_a_winner_measured_over_the_limit_beyond_its_spread(arch, t
     assert saved[2]['latency']['over_limit'] and saved[2]['latency']['cpu'] == cpu_model()
 
 
-@pytest.mark.parametrize('probe_now, expected', [
-    (0.25, ['B', 'C']),  # 25 % slower: A is 11.25 ms at that speed, ranked out
-    (0.2, ['A', 'B']),  # the machine did not slow: A is over the limit by the table's error
+@pytest.mark.parametrize('probes, slow_a, expected, timed', [
+    ([0.25, 0.25, 0.25], 1.0, 'BC', ['AB', 'AB', 'BC']),  # 25 % slower twice: A ranked out
+    ([0.25, 0.2], 1.0, 'AB', ['AB', 'AB']),  # a burst: after the pause the machine is back
+    ([0.2], 1.25, 'AB', ['AB']),  # the machine did not slow: A over the limit by the table's error
 ])
-def test_verify_ranks_the_candidates_again_when_the_machine_slowed(arch, tmp_path, probe_now,
-                                                                   expected):
+def test_verify_times_again_then_ranks_again_when_the_machine_slowed(arch, tmp_path, probes,
+                                                                     slow_a, expected, timed):
     """A winner measured over the limit while the probe read slower than at the search: the
-    search's candidates are ranked again at the measured speed and the new top-k measured."""
+    winners are timed again, and if the machine is still slow the search's candidates are
+    ranked again at the measured speed and the new top-k measured."""
     table = _synthetic_table(arch.space, probe_ms=0.2)
     for name, scale in (('latency_units', 1.0), ('latency_ms', 0.2)):
         table[name]['nas_block'] = [[[scale * (c + 1) / 4 for c in range(10)]
                                      for _ in range(4)] for _ in range(20)]
     predictor = LatencyPredictor(table, probe_ms=0.2)
-    widths = {'A': 7, 'B': 5, 'C': 3}  # 45, 35, 25 units: 9, 7, 5 ms at the search's probe
-    archs = {name: str(Arch(arch.blocks, (width,) * 20, arch.space))
-             for name, width in widths.items()}
-    candidates = [{'arch': archs[name], 'costs': {'latency_ms': 0.2 * (5 + 5 * (width + 1))},
-                   'top1': top1, 'generation': 0, 'order': order, 'fitness': top1}
-                  for order, (name, width, top1) in enumerate(
-                      zip(widths, widths.values(), (0.9, 0.8, 0.7)))]
+    units = {'A': 45, 'B': 35, 'C': 25}  # widths 7, 5, 3: 9, 7, 5 ms at the search's probe
+    archs = {name: str(Arch(arch.blocks, ((count - 5) // 5 - 1,) * 20, arch.space))
+             for name, count in units.items()}
+    names = {text: name for name, text in archs.items()}
+    candidates = [{'arch': archs[name], 'costs': {'latency_ms': 0.2 * units[name]}, 'top1': top1,
+                   'generation': 0, 'order': order, 'fitness': top1}
+                  for order, (name, top1) in enumerate(zip('ABC', (0.9, 0.8, 0.7)))]
     (tmp_path / 'candidates.json').write_text(json.dumps(candidates))
     (tmp_path / 'topk.json').write_text(json.dumps(candidates[:2]))
-    medians = {archs['A']: 11.3, archs['B']: 8.8, archs['C']: 6.3}
-    timed = []
+    calls, readings = [], iter(probes)
 
     def stub(items, runtime, precision, threads, **kwargs):
-        found = [str(net.arch) for net, _ in items]
-        timed.append(found)
-        return [Measurement(Timing(medians[a], 0, 0, medians[a], 0.05, 20),
-                            Timing(probe_now, 0, 0, probe_now, 0.0, 20)) for a in found]
+        found, probe = [names[str(net.arch)] for net, _ in items], next(readings)
+        calls.append(''.join(found))
+        medians = [units[n] * probe * (slow_a if n == 'A' else 1.0) for n in found]
+        return [Measurement(Timing(m, 0, 0, m, 0.05, 20), Timing(probe, 0, 0, probe, 0.0, 20))
+                for m in medians]
     winners = verify_winners(str(tmp_path), arch.space, predictor, limit_ms=10.0, measure=stub)
-    names = {text: name for name, text in archs.items()}
-    assert [names[w['arch']] for w in winners] == expected
-    assert [[names[a] for a in group] for group in timed] == \
-        [['A', 'B']] + ([expected] if expected != ['A', 'B'] else [])
+    assert ''.join(names[w['arch']] for w in winners) == expected and calls == timed
     first = winners[0]['latency']
-    assert first['ranked_probe_ms'] == probe_now
+    assert first['ranked_probe_ms'] == (0.25 if expected == 'BC' else 0.2)
     assert first['predicted_ms'] == pytest.approx(winners[0]['costs']['latency_ms'])
-    assert first['predicted_ms'] == pytest.approx({'B': 8.75, 'A': 9.0}[expected[0]])
-    assert [w['latency']['over_limit'] for w in winners] == [name == 'A' for name in expected]
+    assert first['predicted_ms'] == pytest.approx(units[expected[0]] * first['ranked_probe_ms'])
+    assert [w['latency']['over_limit'] for w in winners] == [slow_a > 1, False]
     assert json.load(open(tmp_path / 'topk.json')) == winners
 
 
