@@ -16,8 +16,9 @@ random weights (speed does not depend on weight values) -- this bench
 3. runs the library search the command runs (``nas.search_run.search_supernet``, genetic,
    channel mode) under ``Constraints(max_latency_ms=limit)``;
 4. verifies the top-k winners as ``--verify-latency`` does (``profiling.verify.verify_winners``:
-   each exported and timed, interleaved with the probe; ranked again at the machine's speed
-   when one is over the limit and the probe read slower than at the search), and the same for
+   each exported and timed, interleaved with the probe; when one is over the limit and the
+   probe read slower than at the search, timed again after a pause, then ranked again at the
+   machine's speed if it is still slow), and the same for
    the ``--near`` legal candidates closest to the limit (a random-weight search ranks winners
    by chance, so those are the harder test; they are never ranked again);
 5. times the first ``--repeat`` winners a second time: the noise floor.

@@ -27,7 +27,7 @@ from .latency_table import (calibration_archs, load_latency_table, measure_laten
 __all__ = ['LatencyPredictor', 'latency_predictor', 'verify_winners', 'card_latency',
            'predict_and_measure', 'RESELECTIONS']
 
-RESELECTIONS = 2  # the winners are ranked again at most this many times
+RESELECTIONS = 2  # rounds of timing the winners again (and ranking again), at most
 
 
 class LatencyPredictor:
@@ -114,8 +114,10 @@ def _probe_now(winners):
 
 
 def _slowed_over_limit(winners, predictor):
-    """Whether a winner measured over the limit while the probe read slower than at ranking."""
-    return (any(winner['latency']['over_limit'] for winner in winners)
+    """Whether a winner measured over the limit while the probe read slower than at ranking
+    (a predictor without a fresh probe time predicts at the table's: nothing to compare)."""
+    return (predictor.probe_ms is not None
+            and any(winner['latency']['over_limit'] for winner in winners)
             and _probe_now(winners) > predictor.probe_ms)
 
 
