@@ -220,6 +220,7 @@ def bench_space(name, args, work):
     noise = noise_floor(winners, args, size)
     seconds['verify'] = time.time() - start
     correction = predictor.table.get('correction')
+    ranked_at = winners[0][1]['ranked_probe_ms']  # the search's probe unless ranked again
     result = {
         'input_size': size, 'space': space.key(),
         'supernet': 'trained on digits, %d epochs (sampled-path top-1 %.3f)' % (
@@ -234,8 +235,8 @@ def bench_space(name, args, work):
                                         'median': float(np.median(drawn)),
                                         'max': float(max(drawn)), 'count': len(drawn)},
         'search': {'evaluated': summary['evaluated'], 'best_top1': summary['best_top1'],
-                   'ranked_again_at_probe_ms': winners[0][1]['ranked_probe_ms']
-                   if winners[0][1]['ranked_probe_ms'] != predictor.probe_ms else None},
+                   'ranked_again_at_probe_ms': ranked_at
+                   if ranked_at != predictor.probe_ms else None},
         'noise_floor': noise,
         'winners': rows(winners, predictor),
         'near_limit': rows(near, predictor),
@@ -247,7 +248,7 @@ def bench_space(name, args, work):
     print('%s: limit %.3f ms (p%.0f of %d random subnets), noise floor %.1f %%, probe %.3f ms '
           'at the search, winners ranked at %.3f ms'
           % (name, limit, args.percentile, len(drawn), 100 * noise['mean_abs'],
-             predictor.probe_ms, winners[0][1]['ranked_probe_ms']))
+             predictor.probe_ms, ranked_at))
     for key in ('winners', 'near_limit'):
         found = result[key + '_score']
         if found:
