@@ -251,7 +251,7 @@ def _fold_gate_offsets(model):
                   _sixth(graph, node.output[0] + '_relu6', node.output[0], node.name)]
     del graph.node[:]
     graph.node.extend(nodes)
-    return model
+    return _drop_unread_initializers(model)  # the replaced biases: onnxruntime warns of each
 
 
 def _is_hard_sigmoid_of(gate, mul_inputs, readers):
@@ -311,8 +311,14 @@ def _fold_constant_scales(model):
     kept = [node for node in graph.node if id(node) not in removed]
     del graph.node[:]
     graph.node.extend(kept)
-    used = {name for node in kept for name in node.input}
-    inits = [init for init in graph.initializer if init.name in used]
+    return _drop_unread_initializers(model)
+
+
+def _drop_unread_initializers(model):
+    """``model`` without the initializers no node reads any more."""
+    graph = model.graph
+    read = {name for node in graph.node for name in node.input}
+    inits = [init for init in graph.initializer if init.name in read]
     del graph.initializer[:]
     graph.initializer.extend(inits)
     return model
