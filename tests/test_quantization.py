@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import SE_PLUS, digits_split, digits_top1
+from conftest import SE_PLUS, assert_parity, digits_split, digits_top1
 from export.merge_bn import merge_bn
 from export.onnx import export_onnx
 from nas.counting import count_net
@@ -272,6 +272,21 @@ def test_ort_quantizes_every_conv_with_8_bit_weights_in_the_graph(tiny, tmp_path
     ref = ort.InferenceSession(tiny['onnx']).run(None, feed)[0]
     got = ort.InferenceSession(out).run(None, feed)[0]
     assert np.linalg.norm(got - ref) / np.linalg.norm(ref) < 0.1
+
+
+def test_ort_rewrites_compute_the_same_function_in_fp32(tiny, tmp_path):
+    """Hard-swish split and SE gates folded, before quantizing: the FP32 outputs stay those of
+    the exported graph on real images, and no HardSigmoid is left."""
+    import onnx
+    import onnxruntime as ort
+    from quantization.ort_rewrites import fold_gate_offsets, split_hard_swish
+    model = fold_gate_offsets(split_hard_swish(onnx.load(tiny['onnx'])))
+    assert not any(node.op_type == 'HardSigmoid' for node in model.graph.node)
+    path = str(tmp_path / 'rewritten.onnx')
+    onnx.save(model, path)
+    feed = {'data': tiny['images'][:8]}
+    ref = ort.InferenceSession(tiny['onnx']).run(None, feed)[0]
+    assert_parity(ref, ort.InferenceSession(path).run(None, feed)[0], atol=1e-4)
 
 
 def test_ort_keep_first_last_and_unknown_exclude(tiny, tmp_path):
