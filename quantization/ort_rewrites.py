@@ -80,15 +80,14 @@ def fold_gate_offsets(model):
     for node in graph.node:
         conv = producers.get(node.input[0]) if node.op_type == 'HardSigmoid' else None
         if (conv is None or conv.op_type != 'Conv' or readers[node.input[0]] != 1
-                or not _is_hard_sigmoid(node)
+                or not _is_hard_sigmoid(node) or conv.input[1] not in values
                 or len(conv.input) > 2 and conv.input[2] not in values):
             nodes.append(node)
             continue
         if len(conv.input) > 2:
             bias = numpy_helper.to_array(values[conv.input[2]]) + np.float32(3)
         else:
-            weight = values[conv.input[1]]
-            bias = np.full(weight.dims[0], 3, np.float32)
+            bias = np.full(values[conv.input[1]].dims[0], 3, np.float32)
         shifted = conv.output[0] + '_plus3'  # a new tensor: no longer the FP32 model's
         graph.initializer.append(numpy_helper.from_array(bias.astype(np.float32),
                                                          shifted + '_bias'))
