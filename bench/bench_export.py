@@ -17,7 +17,7 @@ import tempfile
 from common import (gemm_peak, interleaved, machine, mxnet_runner, mxnet_variants,
                     ort_op_profile, ort_runner, stats, unit_scale_net)
 from export.merge_bn import merge_bn
-from export.onnx import export_onnx
+from export.onnx import ONNX_CHANNEL_BLOCK, export_onnx
 
 MODELS = ('oneshot_s_plus', 'mobilenetv3_large', 'mobilenetv2_1.0')
 SIZE = 224
@@ -43,7 +43,7 @@ def run(runs, runs32, folder):
         merged = merge_bn(net, (1, 3, SIZE, SIZE))
         paths[name] = os.path.join(folder, name + '.onnx')
         export_onnx(merged, paths[name], (1, 3, SIZE, SIZE), opset=13, dynamic_batch=True,
-                    channel_block=16)  # what nas-export writes
+                    channel_block=ONNX_CHANNEL_BLOCK)  # what nas-export writes
         results['models'][name] = {'macs': counts.flops, 'onnxruntime': {}, 'mxnet': {}}
         for batch, count in (('b1', runs), ('b32', runs32)):
             shape = (int(batch[1:]), 3, SIZE, SIZE)

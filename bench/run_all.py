@@ -35,7 +35,7 @@ from common import (THREADS, gemm_peak, machine, measure_in_workers, ort_op_prof
                     round_ratio, round_stats, unit_scale_net, write_mxnet_graphs)
 from bench_latency_predictor import parse_target  # noqa: E402  (after common, as below)
 from export.merge_bn import merge_bn  # noqa: E402  (after common: it pins the threads)
-from export.onnx import export_onnx  # noqa: E402
+from export.onnx import ONNX_CHANNEL_BLOCK, export_onnx  # noqa: E402
 from nas.atomic import write_json, write_text  # noqa: E402
 from profiling.deploy import write_probe  # noqa: E402
 from profiling.scores import micronet_score  # noqa: E402
@@ -77,7 +77,7 @@ def prepare(name, size, calib, folder):
     base = os.path.join(folder, name)
     fp32, int8 = base + '.onnx', base + '.int8.onnx'
     export_onnx(merge_bn(net, shape), fp32, shape, opset=13, dynamic_batch=True,
-                channel_block=16)  # what nas-export writes
+                channel_block=ONNX_CHANNEL_BLOCK)  # what nas-export writes
     ort_report = quantize_ort(fp32, int8, ArrayReader(calib))
     qnet, mx_report = quantize_mxnet(net, ArrayReader(calib), shape)
     save_mxnet_int8(qnet, base + '_int8', mx_report)

@@ -16,19 +16,18 @@ from mxnet.gluon import nn
 
 from export.merge_bn import merge_bn
 from export.mxnet_symbol import INPUT_NAME
-from export.onnx import export_onnx
+from export.onnx import ONNX_CHANNEL_BLOCK, export_onnx
 from nas.errors import ProfilingError
 from nas.network import OneShotNet
 from zoo import get_model
 from .timing import check_counts, check_runtime, measure_models, random_input
 
-__all__ = ['PRECISIONS', 'ONNX_CHANNEL_BLOCK', 'PROBE_MODEL', 'PROBE_SIZE',
+__all__ = ['PRECISIONS', 'PROBE_MODEL', 'PROBE_SIZE',
            'PROBE_SUBNETS', 'DISTURBED_SPREAD', 'RETIMES', 'MAX_PAUSE_S', 'check_target', 'Fed',
            'write_deployed', 'write_probe', 'subnets', 'measure_deployed', 'disturbed',
            'measure_probe']
 
 PRECISIONS = ('fp32', 'int8')
-ONNX_CHANNEL_BLOCK = 16  # nas-export's default padding
 PROBE_MODEL = 'oneshot_s_plus'
 PROBE_SIZE = 224  # the probe's input size where the networks timed do not set it
 PROBE_SUBNETS = 3  # measure_probe times the probe between this many whole subnets
@@ -60,7 +59,8 @@ def write_deployed(net, shape, runtime, precision, base):
         return base + '.onnx'
     from quantization.calib import ArrayReader
     from quantization.ort_int8 import quantize_ort
-    export_onnx(merged, base + '-fp32.onnx', shape)  # as nas-quantize exports before quantizing
+    # as nas-quantize exports before quantizing
+    export_onnx(merged, base + '-fp32.onnx', shape, channel_block=ONNX_CHANNEL_BLOCK)
     quantize_ort(base + '-fp32.onnx', base + '-int8.onnx',
                  ArrayReader([random_input(shape, seed) for seed in range(2)], INPUT_NAME))
     return base + '-int8.onnx'

@@ -11,7 +11,7 @@ from typing import Optional, Tuple
 import mxnet as mx
 
 from export.merge_bn import merge_bn
-from export.onnx import export_onnx
+from export.onnx import ONNX_CHANNEL_BLOCK, export_onnx
 from nas.errors import QuantizationError
 from zoo import load_model
 from .calib import check_choice, open_reader
@@ -73,7 +73,8 @@ def quantize_model(model, backend, calib_data, output, weights=None, input_size=
     with tempfile.TemporaryDirectory(prefix='nas-quantize-') as folder:
         fp32 = str(model) if net is None else os.path.join(folder, 'fp32.onnx')
         if net is not None:
-            export_onnx(merge_bn(net, input_shape), fp32, (batch_size, 3, size, size), opset=opset)
+            export_onnx(merge_bn(net, input_shape), fp32, (batch_size, 3, size, size), opset=opset,
+                        channel_block=ONNX_CHANNEL_BLOCK)  # as nas-export writes it
         report = quantize_ort(fp32, output, reader, calibrate=calib_method or 'minmax',
                               exclude=exclude, keep_first_last=bool(keep_first_last),
                               on_batch=on_batch, **backend_options)
