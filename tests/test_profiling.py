@@ -241,6 +241,21 @@ def test_a_table_from_another_setting_or_machine_is_refused_naming_the_field(arc
     assert load_latency_table(str(tmp_path / 'cpu.json'), allow_other_cpu=True)
 
 
+def test_cpu_model_tells_generations_of_one_named_line_apart(monkeypatch):
+    """A virtual machine names only 'AMD EPYC': the family and model numbers of its first
+    processor tell Zen 4 from Zen 5, so a latency table of one is refused on the other."""
+    import io
+    from profiling import timing
+
+    def cpuinfo(family):
+        block = 'processor\t: %d\ncpu family\t: %d\nmodel\t\t: 2\nmodel name\t: AMD EPYC\n\n'
+        return lambda *args, **kwargs: io.StringIO(block % (0, family) + block % (1, 99))
+    monkeypatch.setattr(timing, 'open', cpuinfo(25), raising=False)
+    zen4 = cpu_model()
+    monkeypatch.setattr(timing, 'open', cpuinfo(26), raising=False)
+    assert (zen4, cpu_model()) == ('AMD EPYC (family 25, model 2)', 'AMD EPYC (family 26, model 2)')
+
+
 @pytest.mark.parametrize('edit, fragment', [
     (lambda t: t['latency_units']['nas_block'][3][1].__setitem__(2, -0.5), 'position 3, block 1'),
     (lambda t: t['latency_ms'].__setitem__('output_block', float('nan')), 'output_block'),
