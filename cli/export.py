@@ -48,7 +48,8 @@ def _shape(shape):
 @click.option('--shuffle', 'shuffle_form', default='slices', show_default=True,
               type=click.Choice(['slices', 'gather', 'reshape']),
               help='Form of the channel shuffle in the ONNX graph (slices is the fastest).')
-@click.option('--channel-block', default=ONNX_CHANNEL_BLOCK, show_default=True, type=click.IntRange(0, 256),
+@click.option('--channel-block', default=ONNX_CHANNEL_BLOCK, show_default=True,
+              type=click.IntRange(0, 256),
               help='Pad channel counts to multiples of this with zero-weight channels, for '
                    "onnxruntime's and oneDNN's blocked layouts (0: no padding).")
 @click.option('--optimize/--no-optimize', default=True, show_default=True,
