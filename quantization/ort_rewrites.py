@@ -26,8 +26,7 @@ def split_hard_swish(model):
     6)), 1/6)``: the same function, in ops that have int8 kernels (module doc)."""
     from onnx import helper, numpy_helper
     graph = model.graph
-    producers = {out: node for node in graph.node for out in node.output}
-    readers = collections.Counter(name for node in graph.node for name in node.input)
+    producers, readers = _index(graph)
     replaced, nodes = set(), []
     for node in graph.node:
         gate = next((producers.get(name) for name in node.input if node.op_type == 'Mul'
@@ -74,12 +73,11 @@ def fold_gate_offsets(model):
     from onnx import numpy_helper
     graph = model.graph
     values = {init.name: init for init in graph.initializer}
-    producers = {out: node for node in graph.node for out in node.output}
-    readers = collections.Counter(name for node in graph.node for name in node.input)
+    producers, readers = _index(graph)
     nodes = []
     for node in graph.node:
         conv = producers.get(node.input[0]) if node.op_type == 'HardSigmoid' else None
-        if (conv is None or conv.op_type != 'Conv' or readers[node.input[0]] != 1
+        if (conv is None or conv.op_type != 'Conv' or len(readers[node.input[0]]) != 1
                 or not _is_hard_sigmoid(node) or conv.input[1] not in values
                 or len(conv.input) > 2 and conv.input[2] not in values):
             nodes.append(node)
@@ -103,7 +101,7 @@ def fold_gate_offsets(model):
 def _is_hard_sigmoid_of(gate, mul_inputs, readers):
     """True when ``gate`` is HardSigmoid(alpha 1/6, beta 1/2) of the Mul's other input, read only
     by that Mul."""
-    if gate is None or gate.op_type != 'HardSigmoid' or readers[gate.output[0]] != 1:
+    if gate is None or gate.op_type != 'HardSigmoid' or len(readers[gate.output[0]]) != 1:
         return False
     return gate.input[0] in mul_inputs and _is_hard_sigmoid(gate)
 
@@ -122,11 +120,7 @@ def fold_constant_scales(model):
     from onnx import numpy_helper
     graph = model.graph
     values = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
-    producers = {out: node for node in graph.node for out in node.output}
-    readers = {}
-    for node in graph.node:
-        for name in node.input:
-            readers.setdefault(name, []).append(node)
+    producers, readers = _index(graph)
 
     def single(name, op_type):
         nodes = readers.get(name, [])
@@ -158,6 +152,17 @@ def fold_constant_scales(model):
     del graph.node[:]
     graph.node.extend(kept)
     return _drop_unread_initializers(model)
+
+
+def _index(graph):
+    """``(producers, readers)`` of ``graph``'s tensors: the node writing each, and the nodes
+    reading each (a list per name, empty for a name nothing reads)."""
+    producers = {out: node for node in graph.node for out in node.output}
+    readers = collections.defaultdict(list)
+    for node in graph.node:
+        for name in node.input:
+            readers[name].append(node)
+    return producers, readers
 
 
 def _drop_unread_initializers(model):
