@@ -16,8 +16,11 @@ bench/results.md (the table the README quotes).
    calibration uses the embedded digits.
 2. The other issues' benchmarks, each run here as a child process (``--skip`` leaves one out):
    counting (bench_counting.py), training step (bench_train.py), latency predictor
-   (bench_latency_predictor.py, with a table measured in this run) and search (bench_search.py).
-3. Every goal the issues set, with the value reached and met / not met.
+   (bench_latency_predictor.py, with a table measured in this run), search (bench_search.py),
+   latency-limited search (bench_latency_search.py) and what hard-swish costs the INT8 graphs
+   (bench_hard_swish.py).
+3. Every goal the issues set, with the value reached and met / not met (and, beside #14's INT8
+   goals, the speed-ups with hard-swish as one operator and without it).
 
 The tables are also quoted in README.md, between its bench markers (``--no-readme``: not).
 
@@ -62,6 +65,7 @@ CHILDREN = {
     'predictor': ('bench_latency_predictor.py', [], 'results_latency.json'),
     'search': ('bench_search.py', [], 'results_search.json'),
     'latency_search': ('bench_latency_search.py', [], 'results_latency_search.json'),
+    'hard_swish': ('bench_hard_swish.py', [], 'results_hard_swish.json'),
 }
 
 
@@ -259,6 +263,8 @@ def _child_goals(children):
             rows += _predictor_goals(found)
         elif name == 'latency_search':
             rows += _latency_search_goals(found)
+        elif name == 'hard_swish':
+            rows += _hard_swish_rows(found)
         elif name == 'search':
             genetic, random = found['genetic_mean_best_top1'], found['random_mean_best_top1']
             rows.append({'issue': 9, 'goal': 'genetic vs random search, best top-1 at equal '
@@ -335,6 +341,23 @@ def _latency_search_goals(found):
                          'target': '-', 'met': None, 'value': '%.0f %% (%.0f %%)' % (
                              100 * near['under_limit_within_noise'],
                              100 * near['under_drifted_limit_within_noise'])})
+    return rows
+
+
+def _hard_swish_rows(found):
+    """Issue #14: the INT8 speed-ups with hard-swish as it runs, as one operator and without it
+    (timing stand-ins, ``bench_hard_swish.py``), beside the goals they bound."""
+    rows = []
+    for runtime, label, targets in (
+            ('ort_int8', 'ORT INT8 over ORT FP32', ('>= 1.8x', '>= 2.4x')),
+            ('mxnet_int8', 'MXNet INT8 over the MXNet deployment graph', ('> 1x', '>= 1.5x'))):
+        for batch, target in zip(('b1', 'b32'), targets):
+            speedups = found['batches'][batch]['speedup_over_fp32']
+            rows.append({'issue': 14, 'goal': 'OneShot-S+ %s, batch %s, hard-swish as it runs / '
+                                              'as one operator / without it' % (label, batch[1:]),
+                         'target': 'goal %s' % target, 'met': None,
+                         'value': ' / '.join('%.2fx' % speedups['%s/%s' % (runtime, variant)]
+                                             for variant in ('real', 'one_op', 'none'))})
     return rows
 
 

@@ -17,7 +17,8 @@ def smoke(tmp_path_factory):
         [sys.executable, 'run_all.py', '--models', 'oneshot_s_plus', 'mobilenetv3_large',
          '--input-size', '32', '--runs', '2', '--runs32', '1', '--calib-images', '8',
          '--rounds', '1', '--gemm-size', '512',
-         '--skip', 'counting', 'train', 'predictor', 'search', 'latency_search', '--out', out,
+         '--skip', 'counting', 'train', 'predictor', 'search', 'latency_search', 'hard_swish',
+         '--out', out,
          '--no-readme'],
         cwd=BENCH, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -102,6 +103,12 @@ def test_child_benchmark_goals_read_their_results(monkeypatch):
                 ('digits32', 0.95, None),
                 ('random224', 0.9, {'count': 5, 'under_limit_within_noise': 0.4,
                                     'under_drifted_limit_within_noise': 1.0}))}},
+        'hard_swish': {'batches': {
+            batch: {'speedup_over_fp32': {'%s/%s' % (runtime, variant): value
+                                          for runtime in ('ort_int8', 'mxnet_int8')
+                                          for variant, value in zip(('real', 'one_op', 'none'),
+                                                                    values)}}
+            for batch, values in (('b1', (1.44, 1.58, 2.06)), ('b32', (2.33, 2.47, 2.77)))}},
         'broken': {'error': 'bench_x.py exited with 1: boom'},
     }
     verdicts = [(row['issue'], row['met']) for row in _child_goals(children)]
@@ -110,10 +117,37 @@ def test_child_benchmark_goals_read_their_results(monkeypatch):
     # latency-limited winners under the limit meet that goal, 90 % do not; batch 32 has no bound
     assert verdicts == [(4, False), (8, True), (16, None), (15, True), (15, False), (15, None),
                         (15, True), (15, False), (9, False), (9, None), (9, None), (15, True),
-                        (15, False), (15, None), ('-', None)]
+                        (15, False), (15, None), (14, None), (14, None), (14, None), (14, None),
+                        ('-', None)]
     goals = [row['goal'] for row in _child_goals(children) if row['issue'] == 15]
     assert 'onnxruntime:fp32, batch 32, 50 held-out subnets' in goals[2]
     assert '1 of 3 groups timed again' in goals[0]
+    bounds = [row for row in _child_goals(children) if row['issue'] == 14]
+    assert [row['target'] for row in bounds] == ['goal >= 1.8x', 'goal >= 2.4x', 'goal > 1x',
+                                                 'goal >= 1.5x']
+    assert bounds[1]['value'] == '2.33x / 2.47x / 2.77x'
+
+
+def test_hard_swish_stand_ins_replace_every_hard_swish(monkeypatch):
+    """bench_hard_swish.py times the network with each hard-swish swapped for a stand-in: all of
+    them are swapped (38 in OneShot-S+), the SE gates are not, and the function changes."""
+    monkeypatch.syspath_prepend(BENCH)
+    for var in ('OMP_NUM_THREADS', 'MKL_NUM_THREADS', 'OPENBLAS_NUM_THREADS'):
+        monkeypatch.setenv(var, os.environ.get(var, '1'))  # restored after `common` pins them
+    import mxnet as mx
+    from bench_hard_swish import _Relu, _descendants, with_stand_in
+    from nas.blocks import HardSigmoid, HardSwish
+    from zoo import RANDOM, load_model
+    net = load_model('oneshot_s_plus', RANDOM).net
+    x = mx.nd.random.uniform(-1, 1, (1, 3, 32, 32))
+    before = net(x).asnumpy()
+    gates = [b for b in _descendants(net) if isinstance(b, HardSigmoid)]
+    assert with_stand_in(net, _Relu) is net
+    swapped = [type(b) for b in _descendants(net) if isinstance(b, HardSwish)]
+    assert swapped == [_Relu] * 38
+    assert [b for b in _descendants(net) if isinstance(b, HardSigmoid)] == gates
+    after = net(x).asnumpy()
+    assert abs(after - before).max() > 1e-3 * abs(before).max()
 
 
 def test_readme_quotes_the_run_of_record():
