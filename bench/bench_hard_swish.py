@@ -17,7 +17,7 @@ as issue 14's goals are. The stand-ins are for timing only: they change the func
 runtime runs in its own worker process, the two taking turns (``common.measure_in_workers``).
 Writes bench/results_hard_swish.json.
 
-    python bench/bench_hard_swish.py [--runs 50] [--runs32 10] [--rounds 2]
+    python bench/bench_hard_swish.py [--runs 50] [--runs32 30] [--rounds 2]
 """
 import argparse
 import os
@@ -138,7 +138,7 @@ def measure(runs, runs32, rounds, calib_images, progress=print):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--runs', type=int, default=50, help='timed runs at batch 1')
-    parser.add_argument('--runs32', type=int, default=10, help='timed runs at batch 32')
+    parser.add_argument('--runs32', type=int, default=30, help='timed runs at batch 32')
     parser.add_argument('--rounds', type=int, default=2, help='turns each runtime worker takes')
     parser.add_argument('--calib-images', type=int, default=32)
     args = parser.parse_args()

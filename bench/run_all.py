@@ -24,7 +24,7 @@ bench/results.md (the table the README quotes).
 
 The tables are also quoted in README.md, between its bench markers (``--no-readme``: not).
 
-    python bench/run_all.py [--runs 50] [--runs32 10] [--skip search ...] [--out bench/results]
+    python bench/run_all.py [--runs 50] [--runs32 30] [--skip search ...] [--out bench/results]
 """
 import argparse
 import json
@@ -437,7 +437,7 @@ def quote_in_readme(text, readme=README):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--runs', type=int, default=50, help='timed runs at batch 1')
-    parser.add_argument('--runs32', type=int, default=10, help='timed runs at batch 32')
+    parser.add_argument('--runs32', type=int, default=30, help='timed runs at batch 32')
     parser.add_argument('--models', nargs='+', default=list(MODELS))
     parser.add_argument('--input-size', type=int, default=224)
     parser.add_argument('--calib-images', type=int, default=32)
