@@ -17,7 +17,8 @@ OneShot SE + last-conv-after-pooling space at 224:
 4. neighbours: the first subnet measured alone in its own worker vs in its group (ratio of
    probe units; 1.0 means its neighbours did not change its time);
 5. drift (onnxruntime FP32): bounded background busy loops (one per core, on and off by the
-   millisecond) started and stopped here load the machine while ``--drift-samples`` subnets are
+   millisecond; more, one per core at a time, until the probe runs ``DRIFT_MIN_SLOWDOWN`` times
+   slower) started and stopped here load the machine while ``--drift-samples`` subnets are
    measured; predictions with and without rescaling against them. A loaded machine spreads the
    samples more than an idle one, so a subnet is timed ``DRIFT_RUN_FACTOR`` times as many runs,
    in as many more chunks (the probe between them): its median is then about as precise as an
@@ -39,7 +40,7 @@ import numpy as np
 
 from nas.atomic import write_json
 from nas.space import Arch, SearchSpace, NUM_BLOCKS, NUM_POSITIONS, NUM_SCALES
-from profiling.deploy import measure_deployed, subnets
+from profiling.deploy import measure_deployed, measure_probe, subnets
 from profiling.latency_table import measure_latency_table, predict_latency
 from profiling.timing import cpu_model
 
@@ -61,6 +62,12 @@ DUTY_MS = 1.0
 # under that load the rescaled error was twice the idle noise floor (run of record: mean 4.6 %
 # vs 2.2 %); four times the runs halve the sampling error of a median, for about a minute more
 DRIFT_RUN_FACTOR = 4
+# the drift test needs a drift: in one run of record one loop per core slowed the probe by only
+# 4 % (15-16 % in the runs before), leaving nothing for rescaling to correct. Loops are added, one
+# per core at a time, until the probe (between two subnets, loaded against idle) is this much
+# slower, up to DRIFT_MAX_LOOPS per core
+DRIFT_MIN_SLOWDOWN = 1.10
+DRIFT_MAX_LOOPS = 3
 _LOAD = ('import time\nend = time.time() + %f\nwhile time.time() < end:\n'
          '    busy = time.perf_counter() + %f\n    while time.perf_counter() < busy:\n'
          '        pass\n    time.sleep(%f)\n')
@@ -185,14 +192,20 @@ def bench_runtime(target, args, space, table_path):
 
 
 def drift(args, space, table):
-    """Subnets measured while busy loops (one per core, on and off every ``DUTY_MS``, bounded
-    in time) load the machine."""
+    """Subnets measured while busy loops (on and off every ``DUTY_MS``, bounded in time) load the
+    machine: one per core, more until the probe is ``DRIFT_MIN_SLOWDOWN`` times slower."""
     archs = held_out(space, args.drift_samples)
     shape = (1, 3, space.input_size, space.input_size)
     code = _LOAD % (args.drift_seconds, DUTY_MS / 1e3, DUTY_MS / 1e3)
-    loads = [subprocess.Popen([sys.executable, '-c', code]) for _ in range(os.cpu_count())]
+    probe_idle = measure_probe(archs[:2], 'onnxruntime', args.threads)
+    loads, slowdowns = [], []
     try:
-        time.sleep(0.5)
+        while len(loads) < DRIFT_MAX_LOOPS * os.cpu_count() and (
+                not slowdowns or slowdowns[-1] < DRIFT_MIN_SLOWDOWN):
+            loads += [subprocess.Popen([sys.executable, '-c', code])
+                      for _ in range(os.cpu_count())]
+            time.sleep(0.5)
+            slowdowns.append(measure_probe(archs[:2], 'onnxruntime', args.threads) / probe_idle)
         measured = measure_deployed(subnets(archs, shape), runtime='onnxruntime', precision='fp32',
                                     threads=args.threads,
                                     runs=DRIFT_RUN_FACTOR * args.subnet_runs,
@@ -205,13 +218,14 @@ def drift(args, space, table):
     medians = [m.timing.median_ms for m in measured]
     predicted = predictions(table, archs, measured)
     result = {'samples': len(archs), 'busy_processes': len(loads), 'duty_ms': DUTY_MS,
+              'probe_slowdown_per_level': [round(value, 3) for value in slowdowns],
               'runs': DRIFT_RUN_FACTOR * args.subnet_runs,
               'probe_ms_loaded': float(np.median([m.probe.median_ms for m in measured])),
               'probe_ms_table': table['config']['probe']['median_ms'],
               'rescaled': errors(predicted['rescaled_corrected'], medians),
               'unrescaled': errors(predicted['unrescaled_corrected'], medians)}
-    print('drift: probe %.3f -> %.3f ms; mean error rescaled %.1f %%, unrescaled %.1f %%'
-          % (result['probe_ms_table'], result['probe_ms_loaded'],
+    print('drift (%d busy loops): probe %.3f -> %.3f ms; mean error rescaled %.1f %%, '
+          'unrescaled %.1f %%' % (len(loads), result['probe_ms_table'], result['probe_ms_loaded'],
              100 * result['rescaled']['mean_abs'], 100 * result['unrescaled']['mean_abs']))
     return result
 
