@@ -226,7 +226,8 @@ def drift(args, space, table):
               'unrescaled': errors(predicted['unrescaled_corrected'], medians)}
     print('drift (%d busy loops): probe %.3f -> %.3f ms; mean error rescaled %.1f %%, '
           'unrescaled %.1f %%' % (len(loads), result['probe_ms_table'], result['probe_ms_loaded'],
-             100 * result['rescaled']['mean_abs'], 100 * result['unrescaled']['mean_abs']))
+                                  100 * result['rescaled']['mean_abs'],
+                                  100 * result['unrescaled']['mean_abs']))
     return result
 
 
