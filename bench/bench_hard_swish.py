@@ -66,19 +66,13 @@ STAND_INS = {'onnxruntime': {'one_op': _Square, 'none': _Relu},
 
 
 def with_stand_in(net, kind):
-    """``net`` with every HardSwish block replaced by an instance of ``kind`` (in place)."""
-    for block in [net] + _descendants(net):
+    """``net`` with every HardSwish block replaced by an instance of ``kind`` (in place; Gluon's
+    ``apply`` visits every block, each after its children)."""
+    def swap(block):
         for name, child in list(block._children.items()):
             if isinstance(child, HardSwish):
                 setattr(block, name, kind())
-    return net
-
-
-def _descendants(block):
-    found = []
-    for child in block._children.values():
-        found += [child] + _descendants(child)
-    return found
+    return net.apply(swap)
 
 
 def write_graphs(calib, folder):

@@ -135,17 +135,21 @@ def test_hard_swish_stand_ins_replace_every_hard_swish(monkeypatch):
     for var in ('OMP_NUM_THREADS', 'MKL_NUM_THREADS', 'OPENBLAS_NUM_THREADS'):
         monkeypatch.setenv(var, os.environ.get(var, '1'))  # restored after `common` pins them
     import mxnet as mx
-    from bench_hard_swish import _Relu, _descendants, with_stand_in
+    from bench_hard_swish import _Relu, with_stand_in
     from nas.blocks import HardSigmoid, HardSwish
     from zoo import RANDOM, load_model
+
+    def blocks(kind):
+        found = []
+        net.apply(lambda block: found.append(block) if isinstance(block, kind) else None)
+        return found
     net = load_model('oneshot_s_plus', RANDOM).net
     x = mx.nd.random.uniform(-1, 1, (1, 3, 32, 32))
     before = net(x).asnumpy()
-    gates = [b for b in _descendants(net) if isinstance(b, HardSigmoid)]
+    gates = blocks(HardSigmoid)
     assert with_stand_in(net, _Relu) is net
-    swapped = [type(b) for b in _descendants(net) if isinstance(b, HardSwish)]
-    assert swapped == [_Relu] * 38
-    assert [b for b in _descendants(net) if isinstance(b, HardSigmoid)] == gates
+    assert [type(b) for b in blocks(HardSwish)] == [_Relu] * 38
+    assert gates and blocks(HardSigmoid) == gates
     after = net(x).asnumpy()
     assert abs(after - before).max() > 1e-3 * abs(before).max()
 
